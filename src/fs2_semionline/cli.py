@@ -1,0 +1,79 @@
+"""``fs2-semionline``: list presets, run a recipe (fairseq2's own CLI does the parsing).
+
+    fs2-semionline presets
+    fs2-semionline lm evaluate OUT_DIR [--preset NAME] [--config-file F] [--config k=v ...]
+
+Everything after the recipe name except ``--preset`` goes to fairseq2's recipe CLI
+(``--config-file``, ``--config``, ``--dump-config``, ``--no-rich``, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from fs2_semionline.presets import get_preset, list_presets, merged_config_file
+
+RECIPES: dict[str, str] = {
+    "evaluate": "fs2_semionline.recipes.evaluate:EvaluateRecipe",
+}
+
+USAGE = """usage: fs2-semionline presets
+       fs2-semionline lm RECIPE OUT_DIR [--preset NAME] [--config-file F] [--config k=v ...]
+
+recipes: """ + ", ".join(RECIPES)
+
+
+def _pop_option(args: list[str], name: str) -> str | None:
+    """Removes ``name VALUE`` or ``name=VALUE`` from ``args`` and returns VALUE."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            if i + 1 >= len(args):
+                raise SystemExit(f"error: {name} needs a value")
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run_recipe(recipe_name: str, args: list[str]) -> None:
+    if recipe_name not in RECIPES:
+        raise SystemExit(f"error: unknown recipe '{recipe_name}'.\n{USAGE}")
+    args = list(args)
+    preset_name = _pop_option(args, "--preset")
+    if preset_name is not None:
+        user_file = _pop_option(args, "--config-file")
+        preset = get_preset(preset_name, recipe_name)
+        config_file = merged_config_file(preset, Path(user_file) if user_file else None)
+        args = ["--config-file", str(config_file), *args]
+    module_name, class_name = RECIPES[recipe_name].split(":")
+    recipe = getattr(importlib.import_module(module_name), class_name)()
+    from fairseq2.recipe.cli import main as fairseq2_main
+
+    sys.argv = [f"fs2-semionline lm {recipe_name}", *args]
+    fairseq2_main(recipe)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    if argv[0] == "presets":
+        presets = list_presets()
+        width = max(len(p.name) for p in presets)
+        for p in presets:
+            print(f"{p.name:<{width}}  lm {p.recipe:<10} {p.about}")
+        return
+    if argv[0] == "lm" and len(argv) >= 2:
+        run_recipe(argv[1], argv[2:])
+        return
+    raise SystemExit(f"error: unknown command {' '.join(argv[:2])!r}\n{USAGE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Sampled accuracy on verifiable prompts: prompts → N completions → Math-Verify → stats."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.models.clm import CausalLM
+
+from fs2_semionline.data.jsonl import PromptExample
+from fs2_semionline.eval.accuracy import AccuracyStats, accuracy_over_sample_sets
+from fs2_semionline.generation.local import SamplingConfig, sample_completions
+from fs2_semionline.rewards.math_verify import MathVerifyPool
+
+
+@dataclass(frozen=True)
+class MathEvalResult:
+    accuracy: AccuracyStats
+    num_problems: int
+    num_samples: int
+    mean_response_len: float  # in tokens
+    num_unfinished: int  # hit max_gen_len before EOS
+    records: list[dict[str, object]]  # one per (problem, sample), for the result file
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "accuracy": self.accuracy.mean,
+            "accuracy_stderr": self.accuracy.stderr,
+            "accuracy_per_sample_set": self.accuracy.per_set,
+            "num_problems": self.num_problems,
+            "num_samples": self.num_samples,
+            "mean_response_len": self.mean_response_len,
+            "num_failed_rewards": self.accuracy.num_failed,
+            "num_unfinished": self.num_unfinished,
+        }
+
+
+def evaluate_math(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    examples: Sequence[PromptExample],
+    pool: MathVerifyPool,
+    *,
+    num_samples: int,
+    sampling: SamplingConfig,
+    batch_size: int = 32,
+) -> MathEvalResult:
+    if not examples:
+        raise ValueError("no prompts to evaluate (all skipped or the files are empty)")
+    completions = sample_completions(
+        model, tokenizer, [e.token_ids for e in examples], num_samples, sampling, batch_size=batch_size
+    )
+    responses = [c.text for cs in completions for c in cs]
+    golds = [str(e.answer) for e in examples for _ in range(num_samples)]
+    verdicts = pool.score(responses, golds).verdicts
+    rewards: list[list[float | None]] = []
+    records: list[dict[str, object]] = []
+    lengths: list[int] = []
+    num_unfinished = 0
+    for i, (example, samples) in enumerate(zip(examples, completions)):
+        row: list[float | None] = []
+        for k, completion in enumerate(samples):
+            verdict = verdicts[i * num_samples + k]
+            row.append(verdict.reward)
+            lengths.append(len(completion.token_ids))
+            num_unfinished += not completion.finished
+            records.append({
+                "source": example.source,
+                "sample": k,
+                "answer": example.answer,
+                "response": completion.text,
+                "status": verdict.status,
+                "reason": verdict.reason,
+                "extracted": verdict.extracted,
+            })
+        rewards.append(row)
+    return MathEvalResult(
+        accuracy=accuracy_over_sample_sets(rewards),
+        num_problems=len(examples),
+        num_samples=num_samples,
+        mean_response_len=sum(lengths) / len(lengths),
+        num_unfinished=num_unfinished,
+        records=records,
+    )

@@ -1,0 +1,84 @@
+"""In-process sampling with fairseq2's own ``SamplingSequenceGenerator`` (KV-cached).
+
+This is the ``local`` generator backend: no Ray, no vLLM. Prompts of different
+lengths are right-padded into one batch and described by a ``BatchLayout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.generation.sampling import SamplingSequenceGenerator, TopPSampler
+from fairseq2.models.clm import CausalLM
+from fairseq2.nn import BatchLayout
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_gen_len: int = 64
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]  # generated tokens, without the final EOS
+    text: str
+    finished: bool  # ended with EOS rather than at max_gen_len
+
+
+@torch.inference_mode()
+def sample_completions(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    prompts: Sequence[Sequence[int]],
+    num_samples: int,
+    sampling: SamplingConfig,
+    *,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+) -> list[list[Completion]]:
+    """``num_samples`` completions for every prompt, in prompt order."""
+    vocab = tokenizer.vocab_info
+    if vocab.eos_idx is None or vocab.pad_idx is None:
+        raise ValueError(f"the tokenizer needs EOS and PAD tokens to sample, got {vocab}")
+    if sampling.temperature <= 0:
+        raise ValueError("temperature must be > 0 for sampling")
+    device = device or next(model.parameters()).device
+    generator = SamplingSequenceGenerator(
+        model,
+        vocab,
+        TopPSampler(p=sampling.top_p),
+        num_gens=num_samples,
+        max_gen_len=sampling.max_gen_len,
+        temperature=sampling.temperature,
+    )
+    decoder = tokenizer.create_decoder(skip_special_tokens=True)
+    results: list[list[Completion]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            seq_lens = [len(p) for p in chunk]
+            seqs = torch.full((len(chunk), max(seq_lens)), vocab.pad_idx, dtype=torch.int64)
+            for i, p in enumerate(chunk):
+                seqs[i, : len(p)] = torch.as_tensor(p, dtype=torch.int64)
+            seqs = seqs.to(device)
+            output = generator(seqs, BatchLayout.of(seqs, seq_lens))
+            for hyps in output.hypotheses:
+                completions = []
+                for hyp in hyps:
+                    ids = hyp.seq.tolist()
+                    finished = bool(ids) and ids[-1] == vocab.eos_idx
+                    if finished:
+                        ids = ids[:-1]
+                    text = decoder(torch.as_tensor(ids, dtype=torch.int64)) if ids else ""
+                    completions.append(Completion(ids, text, finished))
+                results.append(completions)
+    finally:
+        model.train(was_training)
+    return results

@@ -1,0 +1,50 @@
+"""Export a fairseq2 llama model to a Hugging Face folder (vLLM and transformers load it).
+
+The conversion is fairseq2's own (``get_hugging_face_converter``). Two things are
+patched afterwards: fairseq2 writes Llama-3's BOS/EOS ids (128000/128001) for any vocab
+and no PAD id, so ``config.json`` gets the ids of *our* tokenizer; and the tokenizer
+files are copied beside the weights so the folder is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from fairseq2.data.tokenizers import VocabularyInfo
+from fairseq2.models.hg import get_hugging_face_converter, save_hugging_face_model
+from fairseq2.models.llama import LLaMAConfig
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def to_hf_state_dict(state_dict: dict[str, torch.Tensor], config: LLaMAConfig) -> dict[str, torch.Tensor]:
+    """fairseq2 names → HF names (the converter mutates its input, so it gets a copy)."""
+    converter = get_hugging_face_converter("llama")
+    return converter.to_hg_state_dict(dict(state_dict), config)  # type: ignore[return-value]
+
+
+def export_hf_model(
+    state_dict: dict[str, torch.Tensor],
+    config: LLaMAConfig,
+    vocab_info: VocabularyInfo,
+    out_dir: Path,
+    *,
+    tokenizer_dir: Path | None = None,
+) -> Path:
+    converter = get_hugging_face_converter("llama")
+    hf_state = to_hf_state_dict({k: v.detach().contiguous() for k, v in state_dict.items()}, config)
+    save_hugging_face_model(out_dir, hf_state, converter.to_hg_config(config))
+    config_file = out_dir / "config.json"
+    hf_config = json.loads(config_file.read_text())
+    hf_config["bos_token_id"] = vocab_info.bos_idx
+    hf_config["eos_token_id"] = vocab_info.eos_idx
+    hf_config["pad_token_id"] = vocab_info.pad_idx
+    config_file.write_text(json.dumps(hf_config, indent=2) + "\n")
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            if (tokenizer_dir / name).exists():
+                shutil.copy2(tokenizer_dir / name, out_dir / name)
+    return out_dir

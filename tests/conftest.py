@@ -1,0 +1,31 @@
+"""Shared fixtures. The tiny assets are package data, so tests need no downloads."""
+
+from __future__ import annotations
+
+import os
+
+# Make a failing fairseq2 extension raise instead of only logging a warning.
+os.environ.setdefault("FAIRSEQ2_EXTENSION_TRACE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
+
+    from fs2_semionline.paths import TINY_MATH_DIR
+
+    return load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The shipped SFT model, loaded by name through fairseq2's asset store."""
+    import torch
+    from fairseq2.models.llama import get_llama_model_hub
+
+    model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu"))
+    model.eval()
+    return model

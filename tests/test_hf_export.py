@@ -1,0 +1,41 @@
+"""HF export through fairseq2's converter: transformers loads it and its logits match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from fairseq2.nn import BatchLayout
+
+from fs2_semionline.data.templates import verifiable_prompt
+from fs2_semionline.extension import tiny_math_config
+from fs2_semionline.hf_export import export_hf_model
+from fs2_semionline.paths import TINY_MATH_DIR
+
+
+def test_export_loads_in_transformers_with_matching_logits(tmp_path: Path, tiny_model, tiny_tokenizer) -> None:
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    out = export_hf_model(
+        tiny_model.state_dict(), tiny_math_config(), tiny_tokenizer.vocab_info, tmp_path / "hf",
+        tokenizer_dir=TINY_MATH_DIR / "tokenizer",
+    )  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (0, 4, 5)
+    assert config["vocab_size"] == 1024
+
+    hf_model = LlamaForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(out)
+    text = verifiable_prompt("What is 12 plus 30?") + "12 + 30 = 42."
+    ids = tiny_tokenizer.encode(text)
+    assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ids.tolist()
+
+    seqs = ids.unsqueeze(0)
+    with torch.inference_mode():
+        ours = tiny_model(seqs, BatchLayout.of(seqs))
+        theirs = hf_model(seqs).logits
+    assert ours.shape == theirs.shape == (1, len(ids), 1024)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0), (ours - theirs).abs().max()
+    # Same argmax everywhere: the exported model generates what ours generates.
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
