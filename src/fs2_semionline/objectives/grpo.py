@@ -1,0 +1,139 @@
+"""GRPO (Eq. 1): group-relative advantages and the clipped-ratio policy loss with a
+k3 KL penalty to the reference model.
+
+Per sequence y^i of a group:  L_i = −Σ_t ρ_t A(y^i) + β Σ_t k3_t,
+  ρ_t = π_θ(y_t|x,y_<t) / π_θold(y_t|x,y_<t),   A(y^i) = r(y^i) − mean_j r(y^j),
+  k3_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1.
+The group loss of Eq. 1 is the sum of L_i over the group (``sum_by_group``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class GRPOOutput:
+    """Per-sequence terms, all of shape [S]."""
+
+    loss: Tensor
+    """``policy_loss + β · kl``: what is optimised."""
+    policy_loss: Tensor
+    """−Σ_t ρ_t A (PPO-clipped when old log-probs are given)."""
+    kl: Tensor
+    """Σ_t k3_t (zeros when β = 0 and no reference is given). Carries the gradient;
+    detach it for logging."""
+
+
+def group_advantages(
+    rewards: Tensor, group_ids: Tensor, *, normalize_std: bool = False, eps: float = 1e-6
+) -> Tensor:
+    """A(y^i) = r(y^i) − mean of r over y^i's group (Eq. 1); [S], [S] -> [S].
+
+    ``group_ids`` may be any integers; equal ids form a group. With ``normalize_std``
+    the advantage is divided by (std + eps) where std is the *population* std
+    (unbiased=False): a group of one rollout then has std 0 and advantage 0 instead of
+    the NaN that the n−1 estimator gives, and an all-equal group stays at 0.
+    """
+    if rewards.dim() != 1 or group_ids.shape != rewards.shape:
+        raise ValueError(
+            f"expected rewards [S] and group_ids [S], got {tuple(rewards.shape)} "
+            f"and {tuple(group_ids.shape)}"
+        )
+    r = rewards.detach()
+    if not r.is_floating_point():
+        r = r.float()
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
+    counts = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(
+        0, inverse, torch.ones_like(r)
+    )
+    sums = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(0, inverse, r)
+    centred = r - (sums / counts)[inverse]
+    if not normalize_std:
+        return centred
+    var = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(
+        0, inverse, centred.square()
+    ) / counts
+    return centred / (var.sqrt()[inverse] + eps)
+
+
+def sum_by_group(values: Tensor, group_ids: Tensor, num_groups: int) -> Tensor:
+    """Σ over each group's sequences (the Σ_{y^i∈G} of Eq. 1): [S] -> [num_groups].
+
+    ``group_ids`` must be in [0, num_groups), e.g. the prompt index that GroupDPO uses,
+    so that the result lines up with ``group_dpo_loss(...).loss`` in ``combined_loss``.
+    """
+    if values.shape != group_ids.shape:
+        raise ValueError(f"shape mismatch: {tuple(values.shape)} vs {tuple(group_ids.shape)}")
+    out = torch.zeros(num_groups, dtype=values.dtype, device=values.device)
+    return out.index_add(0, group_ids.to(values.device).long(), values)
+
+
+def grpo_loss(
+    token_logps: Tensor,
+    mask: Tensor,
+    advantages: Tensor,
+    *,
+    beta: float = 0.0,
+    ref_token_logps: Tensor | None = None,
+    old_token_logps: Tensor | None = None,
+    clip_eps: float = 0.2,
+    length_normalize: bool = False,
+) -> GRPOOutput:
+    """Eq. 1 per sequence: token log-probs [S, T], mask [S, T], advantages [S] -> [S].
+
+    Without ``old_token_logps`` the update is on-policy (θold = θ, as in the paper's
+    experiments): ρ_t = exp(logp_t − logp_t.detach()), 1 in value and ∇log π in
+    gradient, so no clipping applies. With them, ρ_t = exp(logp_t − old_t) and the PPO
+    objective min(ρA, clip(ρ, 1−ε, 1+ε)A) is used. Sums run over the valid tokens;
+    ``length_normalize`` divides each sequence's policy and KL sums by its token count.
+    """
+    if token_logps.dim() != 2 or mask.shape != token_logps.shape:
+        raise ValueError(
+            f"expected token_logps and mask [S, T], got {tuple(token_logps.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+    if advantages.shape != token_logps.shape[:1]:
+        raise ValueError(f"advantages must be [S], got {tuple(advantages.shape)}")
+    if beta != 0.0 and ref_token_logps is None:
+        raise ValueError("beta != 0 needs ref_token_logps for the KL term")
+    for name, t in (("ref_token_logps", ref_token_logps), ("old_token_logps", old_token_logps)):
+        if t is not None and t.shape != token_logps.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(mask.shape)}")
+
+    valid = mask.bool()
+    zero = torch.zeros((), dtype=token_logps.dtype, device=token_logps.device)
+
+    def clean(t: Tensor) -> Tensor:
+        # Padding may hold anything (-inf, NaN): select it away before exp / differences.
+        return torch.where(valid, t.to(token_logps.dtype), zero)
+
+    logp = clean(token_logps)
+    adv = advantages.detach().to(logp.dtype).unsqueeze(-1)
+
+    if old_token_logps is None:
+        ratio = torch.exp(logp - logp.detach())
+        per_token = -ratio * adv
+    else:
+        ratio = torch.exp(logp - clean(old_token_logps).detach())
+        clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
+        per_token = -torch.minimum(ratio * adv, clipped * adv)
+    policy_loss = torch.where(valid, per_token, zero).sum(dim=-1)
+
+    if ref_token_logps is not None:
+        diff = clean(ref_token_logps).detach() - logp
+        k3 = torch.exp(diff) - diff - 1.0
+        kl = torch.where(valid, k3, zero).sum(dim=-1)
+    else:
+        kl = torch.zeros_like(policy_loss)
+
+    if length_normalize:
+        num_tokens = valid.sum(dim=-1).clamp(min=1).to(policy_loss.dtype)
+        policy_loss = policy_loss / num_tokens
+        kl = kl / num_tokens
+
+    return GRPOOutput(loss=policy_loss + beta * kl, policy_loss=policy_loss, kl=kl)
