@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/fs2-semionline lm evaluate demo_out/eval_seed --preset eval_tiny_math
+	$(PY) -m fs2_semionline.demo demo_out
 
 test: setup
 	$(PY) -m pytest tests

@@ -52,7 +52,7 @@ def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset:
     assert result["num_problems"] == 60 and result["num_samples"] == 4
     assert len(result["accuracy_per_sample_set"]) == 4
     # The shipped model solves some but not all problems (it is meant for RL signal).
-    assert 0.05 < result["accuracy"] < 0.95
+    assert 0.2 < result["accuracy"] < 0.75
     assert 0 < result["accuracy_stderr"] < 0.2
     assert result["num_failed_rewards"] == 0
     assert 5 < result["mean_response_len"] <= 40
@@ -65,7 +65,7 @@ def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset:
     assert statuses <= {"correct", "incorrect"} and "correct" in statuses
     # fairseq2's metric recorder wrote the same numbers.
     metrics = [json.loads(l) for l in (out_dir / "metrics" / "eval" / "math.jsonl").read_text().splitlines()]
-    assert metrics[-1]["accuracy"] == pytest.approx(result["accuracy"])
+    assert metrics[-1]["Accuracy"] == pytest.approx(result["accuracy"])  # fairseq2 display name
 
     # Same seed, same samples, same numbers.
     again = tmp_path / "again"

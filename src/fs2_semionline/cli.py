@@ -17,6 +17,7 @@ from fs2_semionline.presets import get_preset, list_presets, merged_config_file
 
 RECIPES: dict[str, str] = {
     "evaluate": "fs2_semionline.recipes.evaluate:EvaluateRecipe",
+    "preference_finetune": "fs2_semionline.recipes.preference_finetune:PreferenceFinetuneRecipe",
 }
 
 USAGE = """usage: fs2-semionline presets
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         presets = list_presets()
         width = max(len(p.name) for p in presets)
         for p in presets:
-            print(f"{p.name:<{width}}  lm {p.recipe:<10} {p.about}")
+            print(f"{p.name:<{width}}  lm {p.recipe:<20} {p.about}")
         return
     if argv[0] == "lm" and len(argv) >= 2:
         run_recipe(argv[1], argv[2:])

@@ -6,7 +6,7 @@ lengths are right-padded into one batch and described by a ``BatchLayout``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -82,3 +82,41 @@ def sample_completions(
     finally:
         model.train(was_training)
     return results
+
+
+class LocalGenerator:
+    """``generator.backend=local``: fairseq2's sampler on a private copy of the policy."""
+
+    def __init__(self, model: CausalLM, tokenizer: Tokenizer, *, batch_size: int = 64) -> None:
+        self._model = model
+        self._model.eval()
+        self._model.requires_grad_(False)
+        self._tokenizer = tokenizer
+        self._batch_size = batch_size
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @torch.no_grad()
+    def sync(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        self._model.load_state_dict(state_dict)
+        self._version = version
+
+    def rollouts(
+        self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        # The sampler draws from torch's global RNG: seed it per call so a resumed run
+        # draws exactly what the uninterrupted run drew, then restore the caller's state.
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            return sample_completions(
+                self._model, self._tokenizer, prompts, num_rollouts, sampling, batch_size=self._batch_size
+            )
+        finally:
+            torch.set_rng_state(state)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,70 @@
+"""Config sections of ``lm preference_finetune`` (fairseq2 structures them from YAML/CLI).
+
+The fairseq2 sections (model, trainer, optimizer, ...) sit beside these in
+``recipes/preference_finetune.py``; every key and default is listed in the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fs2_semionline.paths import TINY_MATH_DATA_DIR
+
+
+@dataclass(kw_only=True)
+class PromptDataSection:
+    paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "train.jsonl"])
+    """JSONL with ``prompt`` and ``answer`` (verifiable math)."""
+    pairs_path: Path | None = None
+    """Offline DPO form (b): JSONL with ``prompt``, ``chosen``, ``rejected``; no generation."""
+    batch_size: int = 8
+    """Prompts per step (per data-parallel rank)."""
+    max_prompt_len: int | None = None
+    """Longer prompts are counted skips. Default: model max_seq_len − generator.max_gen_len."""
+    shuffle_window: int = 10_000
+
+
+@dataclass(kw_only=True)
+class RolloutGeneratorSection:
+    backend: Literal["local"] = "local"
+    """``local``: fairseq2's in-process sampler. (``vllm`` comes with the vLLM-on-Ray issue.)"""
+    sync_every_n_steps: int | None = 1
+    """s: 1 = online, k > 1 = semi-online, null = offline (the seed model's rollouts)."""
+    num_rollouts: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_gen_len: int = 512
+    batch_size: int = 64
+    """Prompts per sampler call (memory knob, not a hyperparameter)."""
+
+
+@dataclass(kw_only=True)
+class RewardSection:
+    math_timeout_s: float = 5.0
+    num_workers: int | None = None
+
+
+@dataclass(kw_only=True)
+class LossSection:
+    name: Literal["dpo", "group_dpo", "grpo", "group_dpo_grpo"] = "dpo"
+    beta: float = 0.1
+    """DPO β (Eq. 3); for ``grpo`` the KL coefficient (Table 4: 0.001)."""
+    length_normalize: bool = False
+    nll_scale: float = 0.0
+    nll_length_normalize: bool = False
+    grpo_beta: float = 0.0
+    """KL coefficient of the GRPO term of ``group_dpo_grpo``."""
+    grpo_alpha: float = 0.01
+    """α of GroupDPO + α·GRPO (§4.2)."""
+    grpo_length_normalize: bool = False
+    normalize_advantage_std: bool = False
+    entropy_coef: float = 0.0
+
+
+@dataclass(kw_only=True)
+class ReferenceSyncSection:
+    mode: Literal["frozen", "with_generator", "every_n_steps"] = "frozen"
+    """Table 4 "Ref model Sync": frozen, or synced to the policy with the generator."""
+    every_n_steps: int | None = None

@@ -1,0 +1,30 @@
+"""The generator protocol every rollout backend implements (local sampler, vLLM on Ray).
+
+A generator holds its own copy of the policy's weights, *version* v = the trainer step
+whose weights it was last synced to (0 = the seed model). It never uses weights newer
+than its last sync, which is what makes semi-online training semi-online.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from torch import Tensor
+
+from fs2_semionline.generation.local import Completion, SamplingConfig
+
+
+class Generator(Protocol):
+    @property
+    def version(self) -> int: ...
+
+    def sync(self, state_dict: Mapping[str, Tensor], version: int) -> None:
+        """Loads the trainer's weights (fairseq2 names) as ``version``."""
+
+    def rollouts(
+        self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        """``num_rollouts`` completions per prompt; reproducible for a given ``seed``."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,181 @@
+"""``lm preference_finetune``: offline / semi-online / online DPO, GroupDPO and GRPO.
+
+The recipe only composes: fairseq2 gives the policy, reference, tokenizer, optimizer,
+checkpoints and Trainer; we add the prompt reader, the generator, the Math-Verify pool
+and :class:`~fs2_semionline.units.preference.PreferenceUnit`.
+
+    fs2-semionline lm preference_finetune OUT_DIR --preset tiny_semi_online_dpo
+    python -m fs2_semionline.recipes.preference_finetune OUT_DIR --config-file F.yaml
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from fairseq2.data.data_pipeline import read_sequence
+from fairseq2.datasets import DataPipelineReader
+from fairseq2.metrics.formatters import format_as_float
+from fairseq2.metrics.recorders import MetricDescriptor
+from fairseq2.models.clm import CausalLM
+from fairseq2.recipe.base import Recipe, RecipeContext
+from fairseq2.recipe.composition import register_reference_model
+from fairseq2.recipe.config import (
+    AdamWConfig,
+    CommonSection,
+    GangSection,
+    LRSchedulerSection,
+    MixedPrecisionConfig,
+    ModelSection,
+    OptimizerSection,
+    ReferenceModelSection,
+    RegimeSection,
+    TokenizerSection,
+    TrainerSection,
+)
+from fairseq2.runtime.dependency import DependencyContainer
+from fairseq2.task import Task
+from typing_extensions import override
+
+from fs2_semionline.config import (
+    LossSection,
+    PromptDataSection,
+    ReferenceSyncSection,
+    RewardSection,
+    RolloutGeneratorSection,
+)
+from fs2_semionline.data.jsonl import LoadReport, load_prompts
+from fs2_semionline.data.templates import verifiable_prompt
+from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.generation.local import LocalGenerator
+from fs2_semionline.rewards import MathVerifyPool
+from fs2_semionline.units.preference import METRICS, PreferenceUnit, PromptBatch
+
+
+@dataclass(kw_only=True)
+class PreferenceFinetuneConfig:
+    model: ModelSection = field(default_factory=lambda: ModelSection(name="tiny_math_sft"))
+    reference_model: ReferenceModelSection = field(
+        default_factory=lambda: ReferenceModelSection(name="tiny_math_sft")
+    )
+    tokenizer: TokenizerSection = field(default_factory=lambda: TokenizerSection(name="tiny_math_tokenizer"))
+    dataset: PromptDataSection = field(default_factory=PromptDataSection)
+    generator: RolloutGeneratorSection = field(default_factory=RolloutGeneratorSection)
+    reward: RewardSection = field(default_factory=RewardSection)
+    loss: LossSection = field(default_factory=LossSection)
+    reference_sync: ReferenceSyncSection = field(default_factory=ReferenceSyncSection)
+    trainer: TrainerSection = field(
+        default_factory=lambda: TrainerSection(mixed_precision=MixedPrecisionConfig(mode="off"), max_grad_norm=1.0)
+    )
+    optimizer: OptimizerSection = field(
+        default_factory=lambda: OptimizerSection(config=AdamWConfig(lr=1e-6, eps=1e-4, weight_decay=0.0))
+    )
+    lr_scheduler: LRSchedulerSection = field(default_factory=lambda: LRSchedulerSection(name="passthrough", config=None))
+    regime: RegimeSection = field(
+        default_factory=lambda: RegimeSection(
+            num_steps=100, checkpoint_every_n_steps=10, publish_metrics_every_n_steps=1, save_model_only=False
+        )
+    )
+    gang: GangSection = field(default_factory=GangSection)
+    common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
+
+
+def check_config(config: PreferenceFinetuneConfig) -> None:
+    """Contradictions a user can make, refused before anything loads."""
+    s = config.generator.sync_every_n_steps
+    if s is not None and s < 1:
+        raise ConfigError(f"generator.sync_every_n_steps must be >= 1 or null (offline), got {s}")
+    if config.loss.name == "grpo" and s != 1:
+        raise ConfigError(
+            f"loss.name=grpo is on-policy (paper §2.3): it needs generator.sync_every_n_steps=1, got {s}"
+        )
+    every = config.regime.checkpoint_every_n_steps
+    if s is not None and every is not None and every % s != 0:
+        raise ConfigError(
+            f"regime.checkpoint_every_n_steps={every} must be a multiple of generator.sync_every_n_steps={s}, "
+            "so that a resumed run restarts on a sync boundary and repeats the uninterrupted run exactly"
+        )
+    if config.reference_sync.mode == "every_n_steps" and not config.reference_sync.every_n_steps:
+        raise ConfigError("reference_sync.mode=every_n_steps needs reference_sync.every_n_steps")
+    if config.dataset.pairs_path is not None:
+        raise ConfigError("dataset.pairs_path (offline pairs from a file) is not supported yet")
+    if config.generator.num_rollouts < 2:
+        raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
+
+
+class PreferenceFinetuneRecipe(Recipe):
+    @override
+    def register(self, container: DependencyContainer) -> None:
+        register_reference_model(container, "reference_model")
+        register_cli_errors(container)
+        for name, (display, priority) in METRICS.items():
+            container.collection.register_instance(
+                MetricDescriptor, MetricDescriptor(name, display, priority, format_as_float)
+            )
+
+    @override
+    def create_task(self, context: RecipeContext) -> Task:
+        config = context.get_config_as(PreferenceFinetuneConfig)
+        check_config(config)
+        if not config.dataset.paths:
+            raise ConfigError("dataset.paths is empty: set --config 'dataset.paths=[train.jsonl]'")
+        for path in config.dataset.paths:
+            if not Path(path).is_file():
+                raise ConfigError(f"dataset.paths: {path} is not a file")
+
+        tokenizer = context.get_tokenizer()
+        policy_module = context.get_model_as(CausalLM)
+        encoder = tokenizer.create_raw_encoder()
+        max_prompt_len = config.dataset.max_prompt_len
+        if max_prompt_len is None:
+            max_prompt_len = int(getattr(policy_module, "max_seq_len")) - config.generator.max_gen_len
+        report = LoadReport()
+        examples = load_prompts(
+            config.dataset.paths, task="math", template=verifiable_prompt,
+            encode=lambda text: encoder(text).tolist(), max_prompt_len=max_prompt_len,
+            require_answer=True, report=report,
+        )  # fmt: skip
+        if len(examples) < config.dataset.batch_size:
+            raise ConfigError(f"dataset.paths: {len(examples)} usable prompts, fewer than one batch ({report.as_dict()})")
+        pipeline = (
+            read_sequence(examples)
+            .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
+            .bucket(config.dataset.batch_size, drop_remainder=True)
+            .map(PromptBatch)
+            .and_return()
+        )
+        reader = DataPipelineReader(pipeline, context.gangs)
+
+        device = context.device
+        generator = LocalGenerator(copy.deepcopy(policy_module), tokenizer, batch_size=config.generator.batch_size)
+        needs_reference = config.loss.name != "grpo" or config.loss.beta != 0.0
+        reference = None
+        if needs_reference:
+            reference = context.get_model_as(CausalLM, "reference_model")
+            reference.eval().requires_grad_(False)
+        scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
+        atexit.register(scorer.close)
+        unit = PreferenceUnit(
+            context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
+            generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
+            seed=config.common.seed, device=torch.device(str(device)),
+        )  # fmt: skip
+        return context.create_trainer(unit, reader)
+
+    @property
+    @override
+    def config_kls(self) -> type[object]:
+        return PreferenceFinetuneConfig
+
+
+def main() -> None:
+    from fairseq2.recipe.cli import main as fairseq2_main
+
+    fairseq2_main(PreferenceFinetuneRecipe())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""The training step of offline, semi-online and online DPO, GroupDPO and GRPO.
+
+One step, as a straight line (../DESIGN.md):
+
+    prompts ─► generator.rollouts (weights of version v) ─► Math-Verify rewards
+            ─► pairs / pair sets / advantages (degenerate prompts: counted skips)
+            ─► policy (+ reference) log-probs ─► objective ─► (loss, n) to fairseq2's Trainer
+
+Every s steps the generator (and, if configured, the reference) is synced to the
+policy first. The unit never calls backward or the optimizer: fairseq2's Trainer does,
+dividing the gradients by the returned n.
+
+Resumability: nothing here needs saving. The generator's weights at a sync step are
+the policy's weights at that step (checkpoints are taken on sync boundaries, which the
+recipe enforces), and every random draw (sampling, pairing) is seeded from
+(seed, step), so a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.metrics import Mean, MetricBag, Sum
+from fairseq2.models.clm import CausalLM
+from fairseq2.trainer import TrainUnit
+from torch import Tensor
+from torch.nn import Module
+from typing_extensions import override
+
+from fs2_semionline.config import LossSection, ReferenceSyncSection, RolloutGeneratorSection
+from fs2_semionline.data.jsonl import PromptExample
+from fs2_semionline.generation.local import Completion, SamplingConfig
+from fs2_semionline.generation.protocol import Generator
+from fs2_semionline.objectives import (
+    dpo_loss,
+    entropy_regulariser,
+    group_dpo_loss,
+    grpo_loss,
+    sequence_logprobs,
+    sum_by_group,
+)
+from fs2_semionline.pairing import (
+    PairingStats,
+    grpo_advantages,
+    select_dpo_pairs,
+    select_pair_sets,
+    step_rng,
+    step_seed,
+)
+from fs2_semionline.rewards import MathVerifyPool
+from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
+
+# name → (display name, priority); registered as fairseq2 metric descriptors.
+METRICS: dict[str, tuple[str, int]] = {
+    "loss": ("Loss", 90),
+    "dpo_loss": ("DPO Loss", 91),
+    "nll_loss": ("NLL Loss", 92),
+    "grpo_loss": ("GRPO Loss", 93),
+    "kl": ("KL (k3)", 94),
+    "entropy": ("Rollout Entropy", 95),
+    "reward": ("Reward", 100),
+    "reward/math": ("Reward (math)", 101),
+    "rollout_len": ("Rollout Length", 110),
+    "chosen_logps": ("Chosen Log-prob", 120),
+    "rejected_logps": ("Rejected Log-prob", 121),
+    "chosen_len": ("Chosen Length", 122),
+    "rejected_len": ("Rejected Length", 123),
+    "num_pairs": ("Pairs", 130),
+    "skipped_prompts": ("Skipped Prompts", 131),
+    "failed_rewards": ("Failed Rewards", 132),
+    "skipped_steps": ("Skipped Steps", 133),
+    "version_lag": ("Generator Version Lag", 140),
+    "generate_seconds": ("Generate Time (s)", 150),
+    "reward_seconds": ("Reward Time (s)", 151),
+    "train_seconds": ("Loss Time (s)", 152),
+    "sync_seconds": ("Sync Time (s)", 153),
+}
+_SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps"}
+
+
+@dataclass
+class PromptBatch:
+    """The prompts of one step (they stay on the CPU; the unit moves tensors itself)."""
+
+    examples: list[PromptExample]
+
+    def to(self, device: torch.device, *, non_blocking: bool = False) -> "PromptBatch":
+        return self
+
+
+def sync_steps(step_nr: int, every_n_steps: int | None) -> bool:
+    """Steps are 1-based; the generator syncs before steps 1, s+1, 2s+1, ... (offline: 1 only)."""
+    if every_n_steps is None:
+        return step_nr == 1
+    return (step_nr - 1) % every_n_steps == 0
+
+
+class PreferenceUnit(TrainUnit[PromptBatch]):
+    def __init__(
+        self,
+        policy: Module,
+        policy_module: CausalLM,
+        reference: CausalLM | None,
+        generator: Generator,
+        scorer: MathVerifyPool,
+        tokenizer: Tokenizer,
+        *,
+        generator_config: RolloutGeneratorSection,
+        loss_config: LossSection,
+        reference_sync: ReferenceSyncSection,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self._policy = policy  # the data-parallel facade: forward passes go through it
+        self._policy_module = policy_module  # the bare model: its state dict is synced
+        self._reference = reference
+        self._generator = generator
+        self._scorer = scorer
+        pad_idx = tokenizer.vocab_info.pad_idx
+        eos_idx = tokenizer.vocab_info.eos_idx
+        if pad_idx is None or eos_idx is None:
+            raise ValueError("the tokenizer needs PAD and EOS tokens")
+        self._pad_idx, self._eos_idx = pad_idx, eos_idx
+        self._gen = generator_config
+        self._loss = loss_config
+        self._ref_sync = reference_sync
+        self._seed = seed
+        self._device = device
+        self._step_nr = 0
+        self._metrics: set[str] = set()
+        self._sampling = SamplingConfig(generator_config.temperature, generator_config.top_p, generator_config.max_gen_len)
+
+    def metric_names(self) -> list[str]:
+        """The metrics this loss produces (an unused metric would be logged as a silent 0)."""
+        name, cfg = self._loss.name, self._loss
+        skip: set[str] = set()
+        if name == "grpo":
+            skip |= {"dpo_loss", "nll_loss", "chosen_logps", "rejected_logps", "chosen_len", "rejected_len"}
+            if cfg.beta == 0.0:
+                skip.add("kl")
+        else:
+            skip.add("kl")
+            if cfg.nll_scale == 0.0 or name != "dpo":
+                skip.add("nll_loss")
+            if name != "group_dpo_grpo":
+                skip.add("grpo_loss")
+        return [m for m in METRICS if m not in skip]
+
+    @override
+    def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
+        self._metrics = set(self.metric_names())
+        for name in self._metrics:
+            metric_bag.add(name, Sum() if name in _SUMS else Mean())
+
+    @override
+    def set_step_nr(self, step_nr: int) -> None:
+        self._step_nr = step_nr
+
+    @property
+    def needs_reference(self) -> bool:
+        if self._loss.name == "grpo":
+            return self._loss.beta != 0.0
+        return True
+
+    # --- the step ---------------------------------------------------------------
+
+    @override
+    def process_batch(self, batch: PromptBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
+        step = self._step_nr
+        self._maybe_sync(step, metric_bag)
+        examples = batch.examples
+
+        start = time.perf_counter()
+        rollouts = self._generator.rollouts(
+            [e.token_ids for e in examples], self._gen.num_rollouts, self._sampling, seed=step_seed(self._seed, step) >> 1
+        )  # fmt: skip
+        self._update(metric_bag, "generate_seconds", time.perf_counter() - start)
+        self._update(metric_bag, "version_lag", float(step - 1 - self._generator.version))
+
+        start = time.perf_counter()
+        rewards = self._score(examples, rollouts)
+        self._update(metric_bag, "reward_seconds", time.perf_counter() - start)
+        self._log_rewards(metric_bag, rollouts, rewards)
+
+        start = time.perf_counter()
+        loss, num_items = self._loss_for(examples, rollouts, rewards, metric_bag)
+        self._update(metric_bag, "train_seconds", time.perf_counter() - start)
+        return loss, num_items
+
+    def _maybe_sync(self, step: int, metric_bag: MetricBag) -> None:
+        start = time.perf_counter()
+        synced = False
+        if sync_steps(step, self._gen.sync_every_n_steps) and (step > 1 or self._generator.version != 0):
+            self._generator.sync(self._policy_module.state_dict(), version=step - 1)
+            synced = True
+        if self._reference is not None and step > 1:
+            mode = self._ref_sync.mode
+            if (mode == "with_generator" and synced) or (
+                mode == "every_n_steps" and sync_steps(step, self._ref_sync.every_n_steps)
+            ):
+                with torch.no_grad():
+                    self._reference.load_state_dict(self._policy_module.state_dict())
+        self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
+
+    def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
+        responses = [c.text for cs in rollouts for c in cs]
+        golds = [str(e.answer) for e, cs in zip(examples, rollouts) for _ in cs]
+        flat = self._scorer.score(responses, golds).rewards
+        n = self._gen.num_rollouts
+        return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
+
+    def _loss_for(
+        self,
+        examples: Sequence[PromptExample],
+        rollouts: list[list[Completion]],
+        rewards: list[list[float | None]],
+        metric_bag: MetricBag,
+    ) -> tuple[Tensor, int]:
+        name = self._loss.name
+        if name == "dpo":
+            pairs, stats = select_dpo_pairs(rewards, "binary", step_rng(self._seed, self._step_nr))
+            picks = [(p.prompt_idx, p.chosen_idx) for p in pairs] + [(p.prompt_idx, p.rejected_idx) for p in pairs]
+            groups: list[tuple[list[int], list[int]]] = []
+            advantages: list[float] = []
+        elif name in ("group_dpo", "group_dpo_grpo"):
+            sets, stats = select_pair_sets(rewards, "binary")
+            picks, groups = [], []
+            for s in sets:
+                first = len(picks)
+                picks += [(s.prompt_idx, j) for j in (*s.chosen, *s.rejected)]
+                chosen = list(range(first, first + len(s.chosen)))
+                groups.append((chosen, list(range(first + len(s.chosen), len(picks)))))
+            advantages = []
+            if name == "group_dpo_grpo":
+                adv, _ = grpo_advantages(rewards, normalize_std=self._loss.normalize_advantage_std)
+                advantages = [float(adv[i][j]) if adv[i][j] is not None else 0.0 for i, j in picks]
+        elif name == "grpo":
+            adv, stats = grpo_advantages(rewards, normalize_std=self._loss.normalize_advantage_std)
+            picks = [(i, j) for i, row in enumerate(adv) for j, a in enumerate(row) if a is not None]
+            advantages = [float(adv[i][j]) for i, j in picks]  # type: ignore[arg-type]
+            groups = []
+        else:
+            raise ValueError(f"unknown loss.name '{name}'")
+        self._log_pairing(metric_bag, stats)
+        if not picks:
+            return self._skip(metric_bag)
+
+        batch = ResponseBatch.build(
+            [examples[i].token_ids for i, _ in picks], [self._response_ids(rollouts[i][j]) for i, j in picks],
+            self._pad_idx, self._device,
+        )  # fmt: skip
+        logits, token_logps = response_logits_and_logps(self._policy, batch)  # type: ignore[arg-type]
+        logps = sequence_logprobs(token_logps, batch.mask)
+        ref_token_logps = None
+        if self.needs_reference and self._reference is not None:
+            with torch.no_grad():
+                _, ref_token_logps = response_logits_and_logps(self._reference, batch)
+        ref_logps = sequence_logprobs(ref_token_logps, batch.mask) if ref_token_logps is not None else None
+
+        loss_cfg = self._loss
+        if name == "dpo":
+            assert ref_logps is not None
+            num = len(picks) // 2
+            out = dpo_loss(
+                logps[:num], logps[num:], ref_logps[:num], ref_logps[num:], beta=loss_cfg.beta,
+                chosen_lens=batch.response_lens[:num], rejected_lens=batch.response_lens[num:],
+                length_normalize=loss_cfg.length_normalize, nll_scale=loss_cfg.nll_scale,
+                nll_length_normalize=loss_cfg.nll_length_normalize,
+            )  # fmt: skip
+            per_item, num_items = out.loss, num
+            self._update(metric_bag, "dpo_loss", out.dpo_loss.mean().item(), num)
+            self._update(metric_bag, "nll_loss", out.nll_loss.mean().item(), num)
+            self._log_sides(metric_bag, logps[:num], logps[num:], batch.response_lens[:num], batch.response_lens[num:])
+        elif name in ("group_dpo", "group_dpo_grpo"):
+            assert ref_logps is not None
+            gout = group_dpo_loss(
+                logps, ref_logps, groups, beta=loss_cfg.beta, lens=batch.response_lens,
+                length_normalize=loss_cfg.length_normalize, nll_scale=loss_cfg.nll_scale,
+                nll_length_normalize=loss_cfg.nll_length_normalize,
+            )  # fmt: skip
+            per_item, num_items = gout.loss, len(groups)
+            self._update(metric_bag, "dpo_loss", gout.dpo_loss.mean().item(), num_items)
+            chosen = [c for c, _ in groups for c in c]
+            rejected = [r for _, r in groups for r in r]
+            self._log_sides(metric_bag, logps[chosen], logps[rejected], batch.response_lens[chosen], batch.response_lens[rejected])
+            if name == "group_dpo_grpo":
+                group_ids = torch.tensor([g for g, (c, r) in enumerate(groups) for _ in (*c, *r)], device=self._device)
+                gr = grpo_loss(
+                    token_logps, batch.mask, torch.tensor(advantages, device=self._device),
+                    beta=loss_cfg.grpo_beta, ref_token_logps=ref_token_logps,
+                    length_normalize=loss_cfg.grpo_length_normalize,
+                )  # fmt: skip
+                grpo_per_prompt = sum_by_group(gr.loss, group_ids, len(groups))
+                per_item = per_item + loss_cfg.grpo_alpha * grpo_per_prompt
+                self._update(metric_bag, "grpo_loss", grpo_per_prompt.mean().item(), num_items)
+        else:
+            gr = grpo_loss(
+                token_logps, batch.mask, torch.tensor(advantages, device=self._device),
+                beta=loss_cfg.beta, ref_token_logps=ref_token_logps, length_normalize=loss_cfg.grpo_length_normalize,
+            )  # fmt: skip
+            # Eq. 1 sums over a prompt's rollouts; gradients are normalised per prompt.
+            num_items = len({i for i, _ in picks})
+            per_item = gr.loss
+            self._update(metric_bag, "grpo_loss", gr.loss.sum().item() / num_items, num_items)
+            self._update(metric_bag, "kl", gr.kl.detach().mean().item(), len(picks))
+
+        loss = per_item.sum()
+        if loss_cfg.entropy_coef != 0.0:
+            reg = entropy_regulariser(logits, batch.mask, loss_cfg.entropy_coef)
+            loss = loss + num_items * reg  # after fairseq2 divides by n: + coef · mean neg. entropy
+        with torch.no_grad():
+            from fs2_semionline.objectives import negative_entropy
+
+            self._update(metric_bag, "entropy", -negative_entropy(logits.detach(), batch.mask).item(), len(picks))
+        if not torch.isfinite(loss):
+            return self._skip(metric_bag)
+        self._update(metric_bag, "loss", loss.item() / num_items, num_items)
+        self._update(metric_bag, "num_pairs", float(len(picks) if name != "dpo" else len(picks) // 2))
+        return loss, num_items
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _response_ids(self, completion: Completion) -> list[int]:
+        """The sampled tokens plus EOS when the model ended the response itself."""
+        return [*completion.token_ids, self._eos_idx] if completion.finished else list(completion.token_ids)
+
+    def _skip(self, metric_bag: MetricBag) -> tuple[Tensor, int]:
+        """No parameter update: a loss with no path to the model leaves every grad None."""
+        self._update(metric_bag, "skipped_steps", 1.0)
+        return torch.zeros((), device=self._device, requires_grad=True), 0
+
+    def _update(self, metric_bag: MetricBag, name: str, value: float, weight: float = 1.0) -> None:
+        if name not in self._metrics:
+            return
+        kls = Sum if name in _SUMS else Mean
+        if name in _SUMS:
+            metric_bag.get(name, kls).update(value)
+        elif not math.isnan(value):
+            metric_bag.get(name, kls).update(value, weight=weight)
+
+    def _log_rewards(
+        self, metric_bag: MetricBag, rollouts: list[list[Completion]], rewards: list[list[float | None]]
+    ) -> None:
+        valid = [r for row in rewards for r in row if r is not None]
+        if valid:
+            mean = sum(valid) / len(valid)
+            self._update(metric_bag, "reward", mean, len(valid))
+            self._update(metric_bag, "reward/math", mean, len(valid))
+        lens = [len(c.token_ids) for cs in rollouts for c in cs]
+        self._update(metric_bag, "rollout_len", sum(lens) / len(lens), len(lens))
+
+    def _log_pairing(self, metric_bag: MetricBag, stats: PairingStats) -> None:
+        self._update(metric_bag, "skipped_prompts", float(stats.num_skipped))
+        self._update(metric_bag, "failed_rewards", float(stats.num_failed_rewards))
+
+    def _log_sides(self, metric_bag: MetricBag, chosen: Tensor, rejected: Tensor, chosen_len: Tensor, rejected_len: Tensor) -> None:
+        n = len(chosen)
+        self._update(metric_bag, "chosen_logps", chosen.detach().mean().item(), n)
+        self._update(metric_bag, "rejected_logps", rejected.detach().mean().item(), len(rejected))
+        self._update(metric_bag, "chosen_len", chosen_len.mean().item(), n)
+        self._update(metric_bag, "rejected_len", rejected_len.mean().item(), len(rejected))

@@ -1,0 +1,175 @@
+"""``lm preference_finetune`` end to end on CPU: every method, config errors, faults, resume.
+
+Real components throughout: fairseq2's Trainer, checkpoint manager and metric recorders,
+the shipped tiny model, fairseq2's sampler, Math-Verify in its process pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fs2_semionline.errors import ConfigError
+from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.recipes.preference_finetune import (
+    PreferenceFinetuneConfig,
+    PreferenceFinetuneRecipe,
+    check_config,
+)
+from fs2_semionline.units.preference import sync_steps
+
+
+def tiny_config(tmp_path: Path, **loss: object) -> PreferenceFinetuneConfig:
+    train = tmp_path / "train.jsonl"
+    if not train.exists():
+        train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:64]) + "\n")
+    config = PreferenceFinetuneConfig()
+    config.dataset.paths = [train]
+    config.dataset.batch_size = 4
+    config.generator.num_rollouts = 4
+    config.generator.max_gen_len = 32
+    config.optimizer.config.lr = 1e-4  # type: ignore[attr-defined]
+    config.regime.num_steps = 2
+    config.regime.checkpoint_every_n_steps = 2
+    config.common.metric_recorders.tensorboard.enabled = False
+    config.reward.num_workers = 1
+    for key, value in loss.items():
+        setattr(config.loss, key, value)
+    return config
+
+
+def run_recipe(config: PreferenceFinetuneConfig, out_dir: Path) -> list[dict[str, object]]:
+    from fairseq2.recipe.run import run
+
+    run(PreferenceFinetuneRecipe(), config, out_dir, no_rich=True)
+    return [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+
+
+def test_sync_schedule() -> None:
+    assert [s for s in range(1, 10) if sync_steps(s, 1)] == list(range(1, 10))
+    assert [s for s in range(1, 10) if sync_steps(s, 4)] == [1, 5, 9]
+    assert [s for s in range(1, 10) if sync_steps(s, None)] == [1]
+
+
+def test_grpo_off_policy_is_refused(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, name="grpo")
+    config.generator.sync_every_n_steps = 4
+    with pytest.raises(ConfigError, match="on-policy.*sync_every_n_steps=1, got 4"):
+        check_config(config)
+
+
+def test_checkpoint_interval_must_fall_on_sync_boundaries(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    config.generator.sync_every_n_steps = 3
+    config.regime.checkpoint_every_n_steps = 4
+    with pytest.raises(ConfigError, match="multiple of generator.sync_every_n_steps=3"):
+        check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("label", "sync", "loss"),
+    [
+        ("offline_dpo", None, {"name": "dpo"}),
+        ("semi_online_dpo", 2, {"name": "dpo"}),
+        ("online_dpo_nll", 1, {"name": "dpo", "nll_scale": 1.0, "length_normalize": True}),
+        ("group_dpo", 1, {"name": "group_dpo"}),
+        ("grpo", 1, {"name": "grpo", "beta": 0.001, "entropy_coef": 0.0001}),
+        ("group_dpo_grpo", 1, {"name": "group_dpo_grpo", "grpo_alpha": 0.01}),
+    ],
+)
+def test_every_method_trains_end_to_end(tmp_path: Path, label: str, sync: int | None, loss: dict[str, object]) -> None:
+    config = tiny_config(tmp_path, **loss)
+    config.generator.sync_every_n_steps = sync
+    rows = run_recipe(config, tmp_path / label)
+    assert [r["Step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= row["Reward"] <= 1.0
+        assert row["Rollout Length"] > 0
+        assert math.isfinite(row["Loss"]) or row["Skipped Steps"] == 1
+    lags = [r["Generator Version Lag"] for r in rows]
+    assert lags == ([0, 1] if sync in (None, 2) else [0, 0])
+    if loss["name"] == "grpo":
+        assert "KL (k3)" in rows[0] and "DPO Loss" not in rows[0]
+    else:
+        assert "Chosen Log-prob" in rows[0]
+    if loss["name"] == "group_dpo_grpo":
+        assert "GRPO Loss" in rows[0]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path / "model" / "pp_00" / "tp_00" / "sdp_00.pt", map_location="cpu", weights_only=True)
+    return state.get("model", state)
+
+
+def test_nonfinite_loss_skips_the_step_and_leaves_weights_unchanged(tmp_path: Path, tiny_model) -> None:
+    config = tiny_config(tmp_path, name="dpo", beta=float("nan"))
+    rows = run_recipe(config, tmp_path / "nan")
+    assert [r["Skipped Steps"] for r in rows] == [1, 1]
+    after = _weights(tmp_path / "nan" / "checkpoints" / "step_2")
+    for name, value in tiny_model.state_dict().items():
+        assert torch.equal(after[name], value), name
+
+
+def test_all_degenerate_batch_is_a_counted_skip(tmp_path: Path, tiny_model) -> None:
+    config = tiny_config(tmp_path, name="dpo")
+    config.generator.max_gen_len = 1  # one token: no boxed answer anywhere, every prompt all-incorrect
+    rows = run_recipe(config, tmp_path / "degenerate")
+    assert [r["Skipped Prompts"] for r in rows] == [4, 4]
+    assert [r["Skipped Steps"] for r in rows] == [1, 1]
+    after = _weights(tmp_path / "degenerate" / "checkpoints" / "step_2")
+    assert all(torch.equal(after[k], v) for k, v in tiny_model.state_dict().items())
+
+
+RESUME_ARGS = [
+    "--no-rich", "--config", "dataset.batch_size=4", "generator.num_rollouts=4", "generator.max_gen_len=32",
+    "generator.sync_every_n_steps=2", "regime.checkpoint_every_n_steps=2", "regime.num_steps=6",
+    "optimizer.config.lr=1e-4", "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false",
+]  # fmt: skip
+_TIMING = {"Time", "Data Time", "Compute Time", "Lapse Time", "Total Time", "Wall Time",
+           "Generate Time (s)", "Reward Time (s)", "Loss Time (s)", "Sync Time (s)"}  # fmt: skip
+
+
+def _launch(out_dir: Path, train: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "fs2_semionline.recipes.preference_finetune", str(out_dir), *RESUME_ARGS,
+           f"dataset.paths=[{train}]"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _per_step(out_dir: Path) -> dict[int, dict[str, object]]:
+    rows = [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+    return {int(r["Step"]): {k: v for k, v in r.items() if k not in _TIMING} for r in rows}  # last row per step wins
+
+
+def test_sigkilled_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
+    tiny_config(tmp_path)  # writes the small train file
+    train = tmp_path / "train.jsonl"
+    whole = _launch(tmp_path / "whole", train)
+    assert whole.wait(timeout=900) == 0, whole.stdout.read()[-3000:]  # type: ignore[union-attr]
+
+    killed = _launch(tmp_path / "killed", train)
+    assert killed.stdout is not None
+    for line in killed.stdout:
+        if "Checkpoint at step 4 saved" in line:
+            os.kill(killed.pid, signal.SIGKILL)
+            break
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "checkpoints" / "step_6").exists()
+
+    resumed = _launch(tmp_path / "killed", train)
+    output = resumed.communicate(timeout=900)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "Restoring training from the last checkpoint at step 4" in output
+    expected, got = _per_step(tmp_path / "whole"), _per_step(tmp_path / "killed")
+    assert sorted(got) == sorted(expected) == [1, 2, 3, 4, 5, 6]
+    for step in (5, 6):
+        assert got[step] == expected[step], step
