@@ -173,3 +173,47 @@ def test_sigkilled_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4, 5, 6]
     for step in (5, 6):
         assert got[step] == expected[step], step
+
+
+def _pairs_file(tmp_path: Path, n: int = 16) -> Path:
+    rows = [json.loads(l) for l in (TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:n]]
+    path = tmp_path / "pairs.jsonl"
+    with path.open("w") as f:
+        for r in rows:
+            wrong = r["solution"].replace("\\boxed{", "\\boxed{1")  # a different final answer
+            f.write(json.dumps({"prompt": r["prompt"], "chosen": r["solution"], "rejected": wrong}) + "\n")
+    return path
+
+
+def test_offline_dpo_from_a_pairs_file(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, name="dpo")
+    config.generator.sync_every_n_steps = None
+    config.dataset.pairs_path = _pairs_file(tmp_path)
+    rows = run_recipe(config, tmp_path / "pairs")
+    assert [r["Step"] for r in rows] == [1, 2]
+    assert rows[0]["Pairs"] == 4 and "Reward" not in rows[0]
+    assert rows[0]["Loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy == reference at step 1
+    assert rows[1]["Chosen Log-prob"] > rows[1]["Rejected Log-prob"]
+
+
+def test_pairs_file_with_a_missing_field_names_line_and_field(tmp_path: Path) -> None:
+    from fs2_semionline.data.jsonl import DataFileError
+
+    path = _pairs_file(tmp_path, n=5)
+    lines = path.read_text().splitlines()
+    broken = json.loads(lines[2])
+    del broken["rejected"]
+    lines[2] = json.dumps(broken)
+    path.write_text("\n".join(lines) + "\n")
+    config = tiny_config(tmp_path, name="dpo")
+    config.generator.sync_every_n_steps = None
+    config.dataset.pairs_path = path
+    with pytest.raises(DataFileError, match=rf"{path}:3: field 'rejected': missing required field"):
+        run_recipe(config, tmp_path / "broken")
+
+
+def test_pairs_file_needs_offline_dpo(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, name="grpo")
+    config.dataset.pairs_path = tmp_path / "pairs.jsonl"
+    with pytest.raises(ConfigError, match="needs loss.name=dpo"):
+        check_config(config)

@@ -53,10 +53,10 @@ def run_recipe(recipe_name: str, args: list[str]) -> None:
         args = ["--config-file", str(config_file), *args]
     module_name, class_name = RECIPES[recipe_name].split(":")
     recipe = getattr(importlib.import_module(module_name), class_name)()
-    from fairseq2.recipe.cli import main as fairseq2_main
+    from fs2_semionline.recipes import run_cli
 
     sys.argv = [f"fs2-semionline lm {recipe_name}", *args]
-    fairseq2_main(recipe)
+    run_cli(recipe)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,9 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"Held-out accuracy on {int(before['num_problems'])} test problems, mean ± s.e. over {n} sample sets")
     print(f"(temperature {before['temperature']}, top-p {before['top_p']}):")
-    print(f"  seed model (tiny_math_sft)      {100 * before['accuracy']:5.1f} ± {100 * before['accuracy_stderr']:.1f}")
-    print(f"  after {args.preset} ({steps[-1]} steps)  {100 * after['accuracy']:5.1f} ± {100 * after['accuracy_stderr']:.1f}")
-    print(f"  change                          {100 * (after['accuracy'] - before['accuracy']):+5.1f} points")
+    rows = [
+        ("seed model (tiny_math_sft)", before["accuracy"], before["accuracy_stderr"]),
+        (f"after {args.preset} ({steps[-1]} steps)", after["accuracy"], after["accuracy_stderr"]),
+    ]
+    width = max(len(label) for label, _, _ in rows)
+    for label, mean, stderr in rows:
+        print(f"  {label:<{width}}  {100 * mean:5.1f} ± {100 * stderr:.1f}")
+    print(f"  {'change':<{width}}  {100 * (after['accuracy'] - before['accuracy']):+5.1f} points")
     print(f"Demo took {minutes:.1f} minutes. Training metrics: {out / 'train' / 'metrics' / 'train.jsonl'}")
 
 

@@ -131,3 +131,40 @@ def load_prompts(
                 PromptExample(prompt, text, token_ids, answer, task, f"{record.path}:{record.line_nr}")
             )
     return examples
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """Offline DPO form (b): a prompt with a fixed chosen and rejected response."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # response tokens, EOS included
+    rejected_ids: list[int]
+    source: str
+
+
+def load_pairs(
+    path: Path,
+    *,
+    template: Callable[[str], str],
+    encode: Callable[[str], list[int]],
+    eos_idx: int,
+    max_seq_len: int,
+    report: LoadReport | None = None,
+) -> list[PairExample]:
+    """Reads ``{"prompt", "chosen", "rejected"}`` lines; same error/skip policy as prompts."""
+    report = report if report is not None else LoadReport()
+    pairs: list[PairExample] = []
+    for record in iter_jsonl(Path(path)):
+        report.num_read += 1
+        prompt, chosen, rejected = (record.require_str(k) for k in ("prompt", "chosen", "rejected"))
+        if not prompt.strip():
+            report.skipped["empty_prompt"] += 1
+            continue
+        prompt_ids = encode(template(prompt))
+        chosen_ids, rejected_ids = encode(chosen) + [eos_idx], encode(rejected) + [eos_idx]
+        if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_seq_len:
+            report.skipped["pair_too_long"] += 1
+            continue
+        pairs.append(PairExample(prompt_ids, chosen_ids, rejected_ids, f"{record.path}:{record.line_nr}"))
+    return pairs

@@ -26,7 +26,9 @@ from fairseq2.runtime.dependency import DependencyContainer
 from typing_extensions import override
 
 from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.recipes import run_cli
 
+from fs2_semionline.config import RewardSection
 from fs2_semionline.data.jsonl import LoadReport, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.eval.math_eval import evaluate_math
@@ -53,14 +55,6 @@ class EvalSamplingSection:
 
 
 @dataclass(kw_only=True)
-class MathRewardSection:
-    timeout_s: float = 5.0
-    """Math-Verify's own (SIGALRM) timeout for parsing and for verifying."""
-    num_workers: int | None = None
-    """Process-pool size; default min(4, cpu count)."""
-
-
-@dataclass(kw_only=True)
 class EvaluateConfig:
     model: ReferenceModelSection = field(
         default_factory=lambda: ReferenceModelSection(name="tiny_math_sft")
@@ -70,7 +64,7 @@ class EvaluateConfig:
     )
     dataset: EvalDataSection = field(default_factory=EvalDataSection)
     sampling: EvalSamplingSection = field(default_factory=EvalSamplingSection)
-    reward: MathRewardSection = field(default_factory=MathRewardSection)
+    reward: RewardSection = field(default_factory=RewardSection)
     gang: GangSection = field(default_factory=GangSection)
     common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
 
@@ -115,7 +109,7 @@ class MathEvalTask(Task):
         s = config.sampling
         torch.manual_seed(config.common.seed)
         start = time.perf_counter()
-        with MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.timeout_s) as pool:
+        with MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s) as pool:
             result = evaluate_math(
                 model,
                 tokenizer,
@@ -188,9 +182,7 @@ class EvaluateRecipe(Recipe):
 
 
 def main() -> None:
-    from fairseq2.recipe.cli import main as fairseq2_main
-
-    fairseq2_main(EvaluateRecipe())
+    run_cli(EvaluateRecipe())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import atexit
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from fairseq2.data.data_pipeline import read_sequence
@@ -47,12 +48,13 @@ from fs2_semionline.config import (
     RewardSection,
     RolloutGeneratorSection,
 )
-from fs2_semionline.data.jsonl import LoadReport, load_prompts
+from fs2_semionline.data.jsonl import LoadReport, load_pairs, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.recipes import run_cli
 from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.rewards import MathVerifyPool
-from fs2_semionline.units.preference import METRICS, PreferenceUnit, PromptBatch
+from fs2_semionline.units.preference import METRICS, PairBatch, PreferenceUnit, PromptBatch
 
 
 @dataclass(kw_only=True)
@@ -101,7 +103,11 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
     if config.reference_sync.mode == "every_n_steps" and not config.reference_sync.every_n_steps:
         raise ConfigError("reference_sync.mode=every_n_steps needs reference_sync.every_n_steps")
     if config.dataset.pairs_path is not None:
-        raise ConfigError("dataset.pairs_path (offline pairs from a file) is not supported yet")
+        if config.loss.name != "dpo" or s is not None:
+            raise ConfigError(
+                "dataset.pairs_path (offline DPO from fixed pairs) needs loss.name=dpo and "
+                f"generator.sync_every_n_steps=null, got loss.name={config.loss.name}, sync_every_n_steps={s}"
+            )
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
 
@@ -120,6 +126,8 @@ class PreferenceFinetuneRecipe(Recipe):
     def create_task(self, context: RecipeContext) -> Task:
         config = context.get_config_as(PreferenceFinetuneConfig)
         check_config(config)
+        if config.dataset.pairs_path is not None:
+            return self._create_pairs_task(context, config)
         if not config.dataset.paths:
             raise ConfigError("dataset.paths is empty: set --config 'dataset.paths=[train.jsonl]'")
         for path in config.dataset.paths:
@@ -140,14 +148,7 @@ class PreferenceFinetuneRecipe(Recipe):
         )  # fmt: skip
         if len(examples) < config.dataset.batch_size:
             raise ConfigError(f"dataset.paths: {len(examples)} usable prompts, fewer than one batch ({report.as_dict()})")
-        pipeline = (
-            read_sequence(examples)
-            .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
-            .bucket(config.dataset.batch_size, drop_remainder=True)
-            .map(PromptBatch)
-            .and_return()
-        )
-        reader = DataPipelineReader(pipeline, context.gangs)
+        reader = self._reader(context, config, examples, PromptBatch)
 
         device = context.device
         generator = LocalGenerator(copy.deepcopy(policy_module), tokenizer, batch_size=config.generator.batch_size)
@@ -165,6 +166,44 @@ class PreferenceFinetuneRecipe(Recipe):
         )  # fmt: skip
         return context.create_trainer(unit, reader)
 
+    def _create_pairs_task(self, context: RecipeContext, config: PreferenceFinetuneConfig) -> Task:
+        """Offline DPO form (b): fixed (prompt, chosen, rejected) pairs from a JSONL file."""
+        path = Path(config.dataset.pairs_path)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise ConfigError(f"dataset.pairs_path: {path} is not a file")
+        tokenizer = context.get_tokenizer()
+        encoder = tokenizer.create_raw_encoder()
+        policy_module = context.get_model_as(CausalLM)
+        eos_idx = tokenizer.vocab_info.eos_idx
+        assert eos_idx is not None
+        report = LoadReport()
+        pairs = load_pairs(
+            path, template=verifiable_prompt, encode=lambda text: encoder(text).tolist(), eos_idx=eos_idx,
+            max_seq_len=int(getattr(policy_module, "max_seq_len")), report=report,
+        )  # fmt: skip
+        if len(pairs) < config.dataset.batch_size:
+            raise ConfigError(f"dataset.pairs_path: {len(pairs)} usable pairs, fewer than one batch ({report.as_dict()})")
+        reader = self._reader(context, config, pairs, PairBatch)
+        reference = context.get_model_as(CausalLM, "reference_model")
+        reference.eval().requires_grad_(False)
+        unit = PreferenceUnit(
+            context.get_data_parallel_model(), policy_module, reference, None, None, tokenizer,
+            generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
+            seed=config.common.seed, device=torch.device(str(context.device)),
+        )  # fmt: skip
+        return context.create_trainer(unit, reader)
+
+    @staticmethod
+    def _reader(context: RecipeContext, config: PreferenceFinetuneConfig, items: list[Any], batch_kls: Any) -> DataPipelineReader[Any]:
+        pipeline = (
+            read_sequence(items)
+            .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
+            .bucket(config.dataset.batch_size, drop_remainder=True)
+            .map(batch_kls)
+            .and_return()
+        )
+        return DataPipelineReader(pipeline, context.gangs)
+
     @property
     @override
     def config_kls(self) -> type[object]:
@@ -172,9 +211,7 @@ class PreferenceFinetuneRecipe(Recipe):
 
 
 def main() -> None:
-    from fairseq2.recipe.cli import main as fairseq2_main
-
-    fairseq2_main(PreferenceFinetuneRecipe())
+    run_cli(PreferenceFinetuneRecipe())
 
 
 if __name__ == "__main__":

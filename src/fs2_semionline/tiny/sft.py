@@ -39,6 +39,7 @@ from fairseq2.runtime.dependency import DependencyContainer
 from typing_extensions import override
 
 from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.recipes import run_cli
 
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.data.templates import EOT, verifiable_prompt
@@ -180,9 +181,7 @@ class TinySFTRecipe(Recipe):
 
 
 def main() -> None:
-    from fairseq2.recipe.cli import main as fairseq2_main
-
-    fairseq2_main(TinySFTRecipe())
+    run_cli(TinySFTRecipe())
 
 
 if __name__ == "__main__":

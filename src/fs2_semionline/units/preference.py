@@ -33,7 +33,7 @@ from torch.nn import Module
 from typing_extensions import override
 
 from fs2_semionline.config import LossSection, ReferenceSyncSection, RolloutGeneratorSection
-from fs2_semionline.data.jsonl import PromptExample
+from fs2_semionline.data.jsonl import PairExample, PromptExample
 from fs2_semionline.generation.local import Completion, SamplingConfig
 from fs2_semionline.generation.protocol import Generator
 from fs2_semionline.objectives import (
@@ -41,6 +41,7 @@ from fs2_semionline.objectives import (
     entropy_regulariser,
     group_dpo_loss,
     grpo_loss,
+    negative_entropy,
     sequence_logprobs,
     sum_by_group,
 )
@@ -93,6 +94,16 @@ class PromptBatch:
         return self
 
 
+@dataclass
+class PairBatch:
+    """Offline DPO form (b): fixed pairs read from a file; no generation, no rewards."""
+
+    pairs: list[PairExample]
+
+    def to(self, device: torch.device, *, non_blocking: bool = False) -> "PairBatch":
+        return self
+
+
 def sync_steps(step_nr: int, every_n_steps: int | None) -> bool:
     """Steps are 1-based; the generator syncs before steps 1, s+1, 2s+1, ... (offline: 1 only)."""
     if every_n_steps is None:
@@ -106,8 +117,8 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         policy: Module,
         policy_module: CausalLM,
         reference: CausalLM | None,
-        generator: Generator,
-        scorer: MathVerifyPool,
+        generator: Generator | None,
+        scorer: MathVerifyPool | None,
         tokenizer: Tokenizer,
         *,
         generator_config: RolloutGeneratorSection,
@@ -149,6 +160,9 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 skip.add("nll_loss")
             if name != "group_dpo_grpo":
                 skip.add("grpo_loss")
+        if self._generator is None:  # pairs from a file: nothing generated, nothing rewarded
+            skip |= {"reward", "reward/math", "rollout_len", "skipped_prompts", "failed_rewards", "version_lag",
+                     "generate_seconds", "reward_seconds", "sync_seconds"}  # fmt: skip
         return [m for m in METRICS if m not in skip]
 
     @override
@@ -170,7 +184,17 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     # --- the step ---------------------------------------------------------------
 
     @override
-    def process_batch(self, batch: PromptBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
+    def process_batch(self, batch: PromptBatch | PairBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
+        if isinstance(batch, PairBatch):
+            start = time.perf_counter()
+            pairs = batch.pairs
+            result = self._objective(
+                [p.prompt_ids for p in pairs] * 2, [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs],
+                [], [], len(pairs), metric_bag,
+            )  # fmt: skip
+            self._update(metric_bag, "train_seconds", time.perf_counter() - start)
+            return result
+        assert self._generator is not None, "prompt batches need a generator"
         step = self._step_nr
         self._maybe_sync(step, metric_bag)
         examples = batch.examples
@@ -193,6 +217,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         return loss, num_items
 
     def _maybe_sync(self, step: int, metric_bag: MetricBag) -> None:
+        assert self._generator is not None
         start = time.perf_counter()
         synced = False
         if sync_steps(step, self._gen.sync_every_n_steps) and (step > 1 or self._generator.version != 0):
@@ -210,6 +235,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
         responses = [c.text for cs in rollouts for c in cs]
         golds = [str(e.answer) for e, cs in zip(examples, rollouts) for _ in cs]
+        assert self._scorer is not None
         flat = self._scorer.score(responses, golds).rewards
         n = self._gen.num_rollouts
         return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
@@ -249,11 +275,28 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._log_pairing(metric_bag, stats)
         if not picks:
             return self._skip(metric_bag)
-
-        batch = ResponseBatch.build(
+        return self._objective(
             [examples[i].token_ids for i, _ in picks], [self._response_ids(rollouts[i][j]) for i, j in picks],
-            self._pad_idx, self._device,
+            groups, advantages, len({i for i, _ in picks}), metric_bag,
         )  # fmt: skip
+
+    def _objective(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        groups: list[tuple[list[int], list[int]]],
+        advantages: list[float],
+        num_prompts: int,
+        metric_bag: MetricBag,
+    ) -> tuple[Tensor, int]:
+        """Log-probs of the selected responses → the configured loss → (summed loss, n).
+
+        ``dpo``: the first half of the responses are the chosen ones, the second half the
+        rejected ones, pair by pair. ``group_dpo*``: ``groups`` index the responses.
+        ``grpo``: one advantage per response.
+        """
+        name = self._loss.name
+        batch = ResponseBatch.build(prompt_ids, response_ids, self._pad_idx, self._device)
         logits, token_logps = response_logits_and_logps(self._policy, batch)  # type: ignore[arg-type]
         logps = sequence_logprobs(token_logps, batch.mask)
         ref_token_logps = None
@@ -265,7 +308,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         loss_cfg = self._loss
         if name == "dpo":
             assert ref_logps is not None
-            num = len(picks) // 2
+            num = len(response_ids) // 2
             out = dpo_loss(
                 logps[:num], logps[num:], ref_logps[:num], ref_logps[num:], beta=loss_cfg.beta,
                 chosen_lens=batch.response_lens[:num], rejected_lens=batch.response_lens[num:],
@@ -304,23 +347,22 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 beta=loss_cfg.beta, ref_token_logps=ref_token_logps, length_normalize=loss_cfg.grpo_length_normalize,
             )  # fmt: skip
             # Eq. 1 sums over a prompt's rollouts; gradients are normalised per prompt.
-            num_items = len({i for i, _ in picks})
+            num_items = num_prompts
             per_item = gr.loss
             self._update(metric_bag, "grpo_loss", gr.loss.sum().item() / num_items, num_items)
-            self._update(metric_bag, "kl", gr.kl.detach().mean().item(), len(picks))
+            self._update(metric_bag, "kl", gr.kl.detach().mean().item(), len(response_ids))
 
         loss = per_item.sum()
         if loss_cfg.entropy_coef != 0.0:
             reg = entropy_regulariser(logits, batch.mask, loss_cfg.entropy_coef)
             loss = loss + num_items * reg  # after fairseq2 divides by n: + coef · mean neg. entropy
         with torch.no_grad():
-            from fs2_semionline.objectives import negative_entropy
-
-            self._update(metric_bag, "entropy", -negative_entropy(logits.detach(), batch.mask).item(), len(picks))
+            self._update(metric_bag, "entropy", -negative_entropy(logits.detach(), batch.mask).item(), len(response_ids))
         if not torch.isfinite(loss):
             return self._skip(metric_bag)
         self._update(metric_bag, "loss", loss.item() / num_items, num_items)
-        self._update(metric_bag, "num_pairs", float(len(picks) if name != "dpo" else len(picks) // 2))
+        self._update(metric_bag, "skipped_steps", 0.0)  # a Sum never updated would warn
+        self._update(metric_bag, "num_pairs", float(len(response_ids) // 2 if name == "dpo" else len(response_ids)))
         return loss, num_items
 
     # --- helpers ----------------------------------------------------------------
