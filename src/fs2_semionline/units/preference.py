@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
-from fairseq2.metrics import Mean, MetricBag, Sum
+from fairseq2.metrics import Max, Mean, MetricBag, Sum
 from fairseq2.models.clm import CausalLM
 from fairseq2.trainer import TrainUnit
 from torch import Tensor
@@ -82,6 +82,13 @@ METRICS: dict[str, tuple[str, int]] = {
     "sync_seconds": ("Sync Time (s)", 153),
 }
 _SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps"}
+# torcheval's Mean warns "No calls to update()" whenever the mean is exactly 0, and the
+# lag is 0 on every sync step: the worst lag in a publish window is the useful number.
+_MAXES = {"version_lag"}
+
+
+def _metric_kls(name: str) -> type[Mean] | type[Sum] | type[Max]:
+    return Sum if name in _SUMS else Max if name in _MAXES else Mean
 
 
 @dataclass
@@ -169,7 +176,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
         self._metrics = set(self.metric_names())
         for name in self._metrics:
-            metric_bag.add(name, Sum() if name in _SUMS else Mean())
+            metric_bag.add(name, _metric_kls(name)())
 
     @override
     def set_step_nr(self, step_nr: int) -> None:
@@ -379,11 +386,12 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     def _update(self, metric_bag: MetricBag, name: str, value: float, weight: float = 1.0) -> None:
         if name not in self._metrics:
             return
-        kls = Sum if name in _SUMS else Mean
-        if name in _SUMS:
-            metric_bag.get(name, kls).update(value)
-        elif not math.isnan(value):
-            metric_bag.get(name, kls).update(value, weight=weight)
+        kls = _metric_kls(name)
+        if kls is Mean:
+            if not math.isnan(value):
+                metric_bag.get(name, Mean).update(value, weight=weight)
+        else:
+            metric_bag.get(name, kls).update(value)  # type: ignore[arg-type]
 
     def _log_rewards(
         self, metric_bag: MetricBag, rollouts: list[list[Completion]], rewards: list[list[float | None]]
