@@ -131,16 +131,16 @@ def test_all_degenerate_batch_is_a_counted_skip(tmp_path: Path, tiny_model) -> N
 
 RESUME_ARGS = [
     "--no-rich", "--config", "dataset.batch_size=4", "generator.num_rollouts=4", "generator.max_gen_len=32",
-    "generator.sync_every_n_steps=2", "regime.checkpoint_every_n_steps=2", "regime.num_steps=6",
+    "regime.checkpoint_every_n_steps=2", "regime.num_steps=6",
     "optimizer.config.lr=1e-4", "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false",
 ]  # fmt: skip
 _TIMING = {"Time", "Data Time", "Compute Time", "Lapse Time", "Total Time", "Wall Time",
            "Generate Time (s)", "Reward Time (s)", "Loss Time (s)", "Sync Time (s)"}  # fmt: skip
 
 
-def _launch(out_dir: Path, train: Path) -> subprocess.Popen[str]:
+def _launch(out_dir: Path, train: Path, sync: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "fs2_semionline.recipes.preference_finetune", str(out_dir), *RESUME_ARGS,
-           f"dataset.paths=[{train}]"]  # fmt: skip
+           f"dataset.paths=[{train}]", f"generator.sync_every_n_steps={sync}"]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -149,13 +149,14 @@ def _per_step(out_dir: Path) -> dict[int, dict[str, object]]:
     return {int(r["Step"]): {k: v for k, v in r.items() if k not in _TIMING} for r in rows}  # last row per step wins
 
 
-def test_sigkilled_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["2", "null"])  # semi-online, and offline (the seed generator)
+def test_sigkilled_run_resumes_to_identical_metrics(tmp_path: Path, sync: str) -> None:
     tiny_config(tmp_path)  # writes the small train file
     train = tmp_path / "train.jsonl"
-    whole = _launch(tmp_path / "whole", train)
+    whole = _launch(tmp_path / "whole", train, sync)
     assert whole.wait(timeout=900) == 0, whole.stdout.read()[-3000:]  # type: ignore[union-attr]
 
-    killed = _launch(tmp_path / "killed", train)
+    killed = _launch(tmp_path / "killed", train, sync)
     assert killed.stdout is not None
     for line in killed.stdout:
         if "Checkpoint at step 4 saved" in line:
@@ -165,7 +166,7 @@ def test_sigkilled_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "checkpoints" / "step_6").exists()
 
-    resumed = _launch(tmp_path / "killed", train)
+    resumed = _launch(tmp_path / "killed", train, sync)
     output = resumed.communicate(timeout=900)[0]
     assert resumed.returncode == 0, output[-3000:]
     assert "Restoring training from the last checkpoint at step 4" in output

@@ -100,8 +100,16 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
             f"regime.checkpoint_every_n_steps={every} must be a multiple of generator.sync_every_n_steps={s}, "
             "so that a resumed run restarts on a sync boundary and repeats the uninterrupted run exactly"
         )
-    if config.reference_sync.mode == "every_n_steps" and not config.reference_sync.every_n_steps:
-        raise ConfigError("reference_sync.mode=every_n_steps needs reference_sync.every_n_steps")
+    if config.reference_sync.mode == "every_n_steps":
+        r = config.reference_sync.every_n_steps
+        if not r:
+            raise ConfigError("reference_sync.mode=every_n_steps needs reference_sync.every_n_steps")
+        if every is not None and every % r != 0:
+            raise ConfigError(
+                f"regime.checkpoint_every_n_steps={every} must be a multiple of reference_sync.every_n_steps={r}"
+            )
+    if s is None and config.loss.name == "grpo":
+        raise ConfigError("loss.name=grpo cannot be offline (generator.sync_every_n_steps=null)")
     if config.dataset.pairs_path is not None:
         if config.loss.name != "dpo" or s is not None:
             raise ConfigError(
@@ -151,12 +159,17 @@ class PreferenceFinetuneRecipe(Recipe):
         reader = self._reader(context, config, examples, PromptBatch)
 
         device = context.device
-        generator = LocalGenerator(copy.deepcopy(policy_module), tokenizer, batch_size=config.generator.batch_size)
         needs_reference = config.loss.name != "grpo" or config.loss.beta != 0.0
         reference = None
         if needs_reference:
             reference = context.get_model_as(CausalLM, "reference_model")
             reference.eval().requires_grad_(False)
+        # The generator starts from the seed weights. On a resumed run fairseq2 builds the
+        # policy empty and fills it from the checkpoint only later, so the seed is taken
+        # from the reference model (the seed model, loaded from its card) when there is one;
+        # an online generator is synced to the restored policy before its first rollout.
+        seed_model = reference if reference is not None else policy_module
+        generator = LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.generator.batch_size)
         scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
         atexit.register(scorer.close)
         unit = PreferenceUnit(
