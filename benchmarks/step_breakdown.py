@@ -68,7 +68,8 @@ def run_bare(steps: int) -> float:
 
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
-    from fs2_semionline.generation.local import SamplingConfig, sample_completions
+    from fs2_semionline.generation.local import sample_completions
+    from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.objectives import dpo_loss, sequence_logprobs
     from fs2_semionline.pairing import select_dpo_pairs, step_rng
     from fs2_semionline.paths import TINY_MATH_DIR

@@ -17,7 +17,7 @@ TINY_MATH_ARCH = "tiny_math"
 
 
 def tiny_math_config() -> LLaMAConfig:
-    """3.6M-parameter llama: big enough to learn 2-digit arithmetic on CPU in minutes.
+    """3.7M-parameter llama: big enough to learn 2-digit arithmetic on CPU in minutes.
 
     The FFN size follows the standard llama rule (4·model_dim scaled by 2/3) because
     fairseq2's HF converter derives ``intermediate_size`` from ``model_dim`` alone and

@@ -10,7 +10,8 @@ from fairseq2.models.clm import CausalLM
 
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.accuracy import AccuracyStats, accuracy_over_sample_sets
-from fs2_semionline.generation.local import SamplingConfig, sample_completions
+from fs2_semionline.generation.local import sample_completions
+from fs2_semionline.generation.protocol import SamplingConfig
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 
 

@@ -7,7 +7,6 @@ lengths are right-padded into one batch and described by a ``BatchLayout``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
@@ -15,19 +14,7 @@ from fairseq2.generation.sampling import SamplingSequenceGenerator, TopPSampler
 from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_gen_len: int = 64
-
-
-@dataclass(frozen=True)
-class Completion:
-    token_ids: list[int]  # generated tokens, without the final EOS
-    text: str
-    finished: bool  # ended with EOS rather than at max_gen_len
+from fs2_semionline.generation.protocol import Completion, SamplingConfig
 
 
 @torch.inference_mode()

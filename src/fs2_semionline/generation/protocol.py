@@ -8,11 +8,24 @@ than its last sync, which is what makes semi-online training semi-online.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from torch import Tensor
 
-from fs2_semionline.generation.local import Completion, SamplingConfig
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_gen_len: int = 64
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]  # generated tokens, without the final EOS
+    text: str
+    finished: bool  # ended with EOS rather than at max_gen_len
 
 
 class Generator(Protocol):

@@ -32,7 +32,7 @@ from fs2_semionline.config import RewardSection
 from fs2_semionline.data.jsonl import LoadReport, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.eval.math_eval import evaluate_math
-from fs2_semionline.generation.local import SamplingConfig
+from fs2_semionline.generation.protocol import SamplingConfig
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 

@@ -64,7 +64,7 @@ def select_checkpoint(
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
     from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.generation.local import SamplingConfig
+    from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.rewards.math_verify import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())

@@ -34,8 +34,7 @@ from typing_extensions import override
 
 from fs2_semionline.config import LossSection, ReferenceSyncSection, RolloutGeneratorSection
 from fs2_semionline.data.jsonl import PairExample, PromptExample
-from fs2_semionline.generation.local import Completion, SamplingConfig
-from fs2_semionline.generation.protocol import Generator
+from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
 from fs2_semionline.objectives import (
     dpo_loss,
     entropy_regulariser,
