@@ -62,6 +62,11 @@ class LossSection:
     normalize_advantage_std: bool = False
     entropy_coef: float = 0.0
 
+    @property
+    def needs_reference(self) -> bool:
+        """Every DPO variant does; GRPO only for its KL term (β ≠ 0)."""
+        return self.name != "grpo" or self.beta != 0.0
+
 
 @dataclass(kw_only=True)
 class ReferenceSyncSection:

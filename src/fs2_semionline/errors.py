@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 
 class UserInputError(ValueError):
     """Base: bad config values or bad data files. Never a crash deep in a stack."""
@@ -9,6 +12,15 @@ class UserInputError(ValueError):
 
 class ConfigError(UserInputError):
     """A config value is missing or contradicts another; the message names the key."""
+
+
+def check_data_files(key: str, paths: Sequence[Path]) -> None:
+    """Checked before any model loads: a typo in a path must not cost a model download."""
+    if not paths:
+        raise ConfigError(f"{key} is empty: set --config '{key}=[file.jsonl]'")
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: {path} is not a file")
 
 
 def register_cli_errors(container: object) -> None:

@@ -25,7 +25,7 @@ from fairseq2.task import Task
 from fairseq2.runtime.dependency import DependencyContainer
 from typing_extensions import override
 
-from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.recipes import run_cli
 
 from fs2_semionline.config import RewardSection
@@ -81,11 +81,7 @@ class MathEvalTask(Task):
     def run(self) -> None:
         config, context = self._config, self._context
         # Check the data before the model loads: a typo must not cost a model download.
-        if not config.dataset.paths:
-            raise ConfigError("dataset.paths is empty: set --config 'dataset.paths=[test.jsonl]'")
-        for path in config.dataset.paths:
-            if not Path(path).is_file():
-                raise ConfigError(f"dataset.paths: {path} is not a file")
+        check_data_files("dataset.paths", config.dataset.paths)
         model = context.get_model_as(CausalLM)
         tokenizer = context.get_tokenizer()
         encoder = tokenizer.create_raw_encoder()

@@ -50,7 +50,7 @@ from fs2_semionline.config import (
 )
 from fs2_semionline.data.jsonl import LoadReport, load_pairs, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
-from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.recipes import run_cli
 from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.rewards import MathVerifyPool
@@ -136,11 +136,7 @@ class PreferenceFinetuneRecipe(Recipe):
         check_config(config)
         if config.dataset.pairs_path is not None:
             return self._create_pairs_task(context, config)
-        if not config.dataset.paths:
-            raise ConfigError("dataset.paths is empty: set --config 'dataset.paths=[train.jsonl]'")
-        for path in config.dataset.paths:
-            if not Path(path).is_file():
-                raise ConfigError(f"dataset.paths: {path} is not a file")
+        check_data_files("dataset.paths", config.dataset.paths)
 
         tokenizer = context.get_tokenizer()
         policy_module = context.get_model_as(CausalLM)
@@ -159,9 +155,8 @@ class PreferenceFinetuneRecipe(Recipe):
         reader = self._reader(context, config, examples, PromptBatch)
 
         device = context.device
-        needs_reference = config.loss.name != "grpo" or config.loss.beta != 0.0
         reference = None
-        if needs_reference:
+        if config.loss.needs_reference:
             reference = context.get_model_as(CausalLM, "reference_model")
             reference.eval().requires_grad_(False)
         # The generator starts from the seed weights. On a resumed run fairseq2 builds the
@@ -182,8 +177,7 @@ class PreferenceFinetuneRecipe(Recipe):
     def _create_pairs_task(self, context: RecipeContext, config: PreferenceFinetuneConfig) -> Task:
         """Offline DPO form (b): fixed (prompt, chosen, rejected) pairs from a JSONL file."""
         path = Path(config.dataset.pairs_path)  # type: ignore[arg-type]
-        if not path.is_file():
-            raise ConfigError(f"dataset.pairs_path: {path} is not a file")
+        check_data_files("dataset.pairs_path", [path])
         tokenizer = context.get_tokenizer()
         encoder = tokenizer.create_raw_encoder()
         policy_module = context.get_model_as(CausalLM)

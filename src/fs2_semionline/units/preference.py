@@ -181,12 +181,6 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     def set_step_nr(self, step_nr: int) -> None:
         self._step_nr = step_nr
 
-    @property
-    def needs_reference(self) -> bool:
-        if self._loss.name == "grpo":
-            return self._loss.beta != 0.0
-        return True
-
     # --- the step ---------------------------------------------------------------
 
     @override
@@ -306,7 +300,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         logits, token_logps = response_logits_and_logps(self._policy, batch)  # type: ignore[arg-type]
         logps = sequence_logprobs(token_logps, batch.mask)
         ref_token_logps = None
-        if self.needs_reference and self._reference is not None:
+        if self._loss.needs_reference and self._reference is not None:
             with torch.no_grad():
                 _, ref_token_logps = response_logits_and_logps(self._reference, batch)
         ref_logps = sequence_logprobs(ref_token_logps, batch.mask) if ref_token_logps is not None else None
