@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
@@ -28,8 +28,8 @@ class PromptDataSection:
 
 @dataclass(kw_only=True)
 class RolloutGeneratorSection:
-    backend: Literal["local"] = "local"
-    """``local``: fairseq2's in-process sampler. (``vllm`` comes with the vLLM-on-Ray issue.)"""
+    backend: Literal["local", "vllm"] = "local"
+    """``vllm``: vLLM engines as Ray actors; ``local``: fairseq2's in-process sampler."""
     sync_every_n_steps: int | None = 1
     """s: 1 = online, k > 1 = semi-online, null = offline (the seed model's rollouts)."""
     num_rollouts: int = 8
@@ -37,7 +37,23 @@ class RolloutGeneratorSection:
     top_p: float = 1.0
     max_gen_len: int = 512
     batch_size: int = 64
-    """Prompts per sampler call (memory knob, not a hyperparameter)."""
+    """``local``: prompts per sampler call (memory knob, not a hyperparameter)."""
+    replicas: int = 1
+    """``vllm``: engines (Ray actors); a step's prompts are split evenly over them."""
+    tensor_parallel_size: int = 1
+    """``vllm``: GPUs per engine (one placement per actor)."""
+    num_cpus_per_replica: float = 1.0
+    """``vllm``: Ray CPUs per actor; on a CPU machine also its torch threads."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """``vllm``: passed to ``vllm.LLM`` (e.g. gpu_memory_utilization, max_num_seqs)."""
+    weight_sync: Literal["auto", "object_store", "nccl"] = "auto"
+    """``auto``: NCCL broadcast on GPU, Ray's object store on CPU."""
+    sync_bucket_mb: int = 1024
+    sync_timeout_s: float = 600.0
+    """A weight sync slower than this is an error naming the replica, not a hang."""
+    generate_timeout_s: float = 1800.0
+    """A replica silent for longer is restarted and its prompts re-issued."""
+    max_restarts: int = 3
 
 
 @dataclass(kw_only=True)

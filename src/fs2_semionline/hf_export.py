@@ -42,6 +42,9 @@ def export_hf_model(
     hf_config["bos_token_id"] = vocab_info.bos_idx
     hf_config["eos_token_id"] = vocab_info.eos_idx
     hf_config["pad_token_id"] = vocab_info.pad_idx
+    # Without a dtype vLLM goes looking for safetensors metadata on the hub (and waits).
+    dtypes = {str(v.dtype).removeprefix("torch.") for v in hf_state.values() if v.is_floating_point()}
+    hf_config.setdefault("torch_dtype", dtypes.pop() if len(dtypes) == 1 else "float32")
     config_file.write_text(json.dumps(hf_config, indent=2) + "\n")
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:

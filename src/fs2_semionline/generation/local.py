@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
-from fairseq2.generation.sampling import SamplingSequenceGenerator, TopPSampler
+from fairseq2.generation.sampling import SamplingSequenceGenerator, TopKSampler, TopPSampler
 from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 
@@ -28,20 +28,21 @@ def sample_completions(
     batch_size: int = 32,
     device: torch.device | None = None,
 ) -> list[list[Completion]]:
-    """``num_samples`` completions for every prompt, in prompt order."""
+    """``num_samples`` completions for every prompt, in prompt order (temperature 0: greedy)."""
     vocab = tokenizer.vocab_info
     if vocab.eos_idx is None or vocab.pad_idx is None:
         raise ValueError(f"the tokenizer needs EOS and PAD tokens to sample, got {vocab}")
-    if sampling.temperature <= 0:
-        raise ValueError("temperature must be > 0 for sampling")
+    if sampling.temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {sampling.temperature}")
+    greedy = sampling.temperature == 0
     device = device or next(model.parameters()).device
     generator = SamplingSequenceGenerator(
         model,
         vocab,
-        TopPSampler(p=sampling.top_p),
+        TopKSampler(k=1) if greedy else TopPSampler(p=sampling.top_p),
         num_gens=num_samples,
         max_gen_len=sampling.max_gen_len,
-        temperature=sampling.temperature,
+        temperature=1.0 if greedy else sampling.temperature,
     )
     decoder = tokenizer.create_decoder(skip_special_tokens=True)
     results: list[list[Completion]] = []
@@ -91,9 +92,10 @@ class LocalGenerator:
         self._model.load_state_dict(state_dict)
         self._version = version
 
-    def rollouts(
+    def submit(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
+        """Runs at once (there is nothing to overlap with in-process): the handle is the result."""
         # The sampler draws from torch's global RNG: seed it per call so a resumed run
         # draws exactly what the uninterrupted run drew, then restore the caller's state.
         state = torch.get_rng_state()
@@ -104,6 +106,9 @@ class LocalGenerator:
             )
         finally:
             torch.set_rng_state(state)
+
+    def wait(self, pending: list[list[Completion]]) -> list[list[Completion]]:  # type: ignore[override]
+        return pending
 
     def close(self) -> None:
         pass

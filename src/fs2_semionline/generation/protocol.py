@@ -26,6 +26,12 @@ class Completion:
     token_ids: list[int]  # generated tokens, without the final EOS
     text: str
     finished: bool  # ended with EOS rather than at max_gen_len
+    logprobs: tuple[float, ...] | None = None
+    """The generator's log-prob of each sampled token (raw logits, before temperature)."""
+
+
+class PendingRollouts(Protocol):
+    """A rollout request in flight; ``Generator.wait`` turns it into completions."""
 
 
 class Generator(Protocol):
@@ -35,9 +41,20 @@ class Generator(Protocol):
     def sync(self, state_dict: Mapping[str, Tensor], version: int) -> None:
         """Loads the trainer's weights (fairseq2 names) as ``version``."""
 
-    def rollouts(
+    def submit(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
-    ) -> list[list[Completion]]:
-        """``num_rollouts`` completions per prompt; reproducible for a given ``seed``."""
+    ) -> PendingRollouts:
+        """Starts ``num_rollouts`` completions per prompt with the current weights and
+        returns at once; reproducible for a given ``seed`` whatever runs beside it."""
+
+    def wait(self, pending: PendingRollouts) -> list[list[Completion]]:
+        """The completions of ``submit``, in prompt order."""
 
     def close(self) -> None: ...
+
+
+def rollouts(
+    generator: Generator, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
+) -> list[list[Completion]]:
+    """Synchronous rollouts: submit, then wait."""
+    return generator.wait(generator.submit(prompts, num_rollouts, sampling, seed))

@@ -11,7 +11,6 @@ and :class:`~fs2_semionline.units.preference.PreferenceUnit`.
 from __future__ import annotations
 
 import atexit
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,9 @@ from fs2_semionline.config import (
 from fs2_semionline.data.jsonl import LoadReport, load_pairs, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
-from fs2_semionline.recipes import run_cli
-from fs2_semionline.generation.local import LocalGenerator
+from fs2_semionline.generation.factory import create_generator
+from fs2_semionline.ray_cluster import RayCluster, RaySection
+from fs2_semionline.recipes import ClosingTask, run_cli
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.units.preference import METRICS, PairBatch, PreferenceUnit, PromptBatch
 
@@ -66,6 +66,7 @@ class PreferenceFinetuneConfig:
     tokenizer: TokenizerSection = field(default_factory=lambda: TokenizerSection(name="tiny_math_tokenizer"))
     dataset: PromptDataSection = field(default_factory=PromptDataSection)
     generator: RolloutGeneratorSection = field(default_factory=RolloutGeneratorSection)
+    ray: RaySection = field(default_factory=RaySection)
     reward: RewardSection = field(default_factory=RewardSection)
     loss: LossSection = field(default_factory=LossSection)
     reference_sync: ReferenceSyncSection = field(default_factory=ReferenceSyncSection)
@@ -164,15 +165,31 @@ class PreferenceFinetuneRecipe(Recipe):
         # from the reference model (the seed model, loaded from its card) when there is one;
         # an online generator is synced to the restored policy before its first rollout.
         seed_model = reference if reference is not None else policy_module
-        generator = LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.generator.batch_size)
-        scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
-        atexit.register(scorer.close)
-        unit = PreferenceUnit(
-            context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
-            generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
-            seed=config.common.seed, device=torch.device(str(device)),
-        )  # fmt: skip
-        return context.create_trainer(unit, reader)
+        seed_model_name = config.reference_model.name if reference is not None else config.model.name
+        closables: list[Any] = []
+        try:
+            if config.generator.backend == "vllm":
+                cluster = RayCluster(config.ray)
+                cluster.start()
+                closables.append(cluster)
+            generator = create_generator(
+                config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
+                tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
+            )  # fmt: skip
+            closables.insert(0, generator)
+            scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
+            closables.insert(0, scorer)
+            unit = PreferenceUnit(
+                context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
+                generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
+                seed=config.common.seed, device=torch.device(str(device)),
+            )  # fmt: skip
+            task = ClosingTask(context.create_trainer(unit, reader), closables)
+        except BaseException:
+            ClosingTask.close_all(closables)
+            raise
+        atexit.register(task.close)  # a backstop if the process ends another way
+        return task
 
     def _create_pairs_task(self, context: RecipeContext, config: PreferenceFinetuneConfig) -> Task:
         """Offline DPO form (b): fixed (prompt, chosen, rejected) pairs from a JSONL file."""
@@ -202,14 +219,23 @@ class PreferenceFinetuneRecipe(Recipe):
 
     @staticmethod
     def _reader(context: RecipeContext, config: PreferenceFinetuneConfig, items: list[Any], batch_kls: Any) -> DataPipelineReader[Any]:
-        pipeline = (
+        builder = (
             read_sequence(items)
             .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
             .bucket(config.dataset.batch_size, drop_remainder=True)
-            .map(batch_kls)
-            .and_return()
         )
-        return DataPipelineReader(pipeline, context.gangs)
+        if batch_kls is PromptBatch:
+            # Batches come in windows of s steps (one sync each): the unit hands a whole
+            # window to the generator right after its sync.
+            window = config.generator.sync_every_n_steps or 1
+            builder = builder.bucket(window, drop_remainder=True).yield_from(
+                lambda group: read_sequence(
+                    [PromptBatch(examples, tuple(group), index) for index, examples in enumerate(group)]
+                ).and_return()
+            )
+        else:
+            builder = builder.map(batch_kls)
+        return DataPipelineReader(builder.and_return(), context.gangs)
 
     @property
     @override

@@ -34,7 +34,7 @@ from typing_extensions import override
 
 from fs2_semionline.config import LossSection, ReferenceSyncSection, RolloutGeneratorSection
 from fs2_semionline.data.jsonl import PairExample, PromptExample
-from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
+from fs2_semionline.generation.protocol import Completion, Generator, PendingRollouts, SamplingConfig
 from fs2_semionline.objectives import (
     dpo_loss,
     entropy_regulariser,
@@ -92,9 +92,16 @@ def _metric_kls(name: str) -> type[Mean] | type[Sum] | type[Max]:
 
 @dataclass
 class PromptBatch:
-    """The prompts of one step (they stay on the CPU; the unit moves tensors itself)."""
+    """The prompts of one step (they stay on the CPU; the unit moves tensors itself).
+
+    ``window`` holds the prompts of this step and of the steps up to the next generator
+    sync (``index`` is this step's place in it), so the generator can be handed all of
+    them right after a sync and work ahead of the trainer (asynchronous semi-online).
+    """
 
     examples: list[PromptExample]
+    window: tuple[list[PromptExample], ...] = ()
+    index: int = 0
 
     def to(self, device: torch.device, *, non_blocking: bool = False) -> "PromptBatch":
         return self
@@ -149,6 +156,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._seed = seed
         self._device = device
         self._step_nr = 0
+        self._pending: list[PendingRollouts | None] = []
         self._metrics: set[str] = set()
         self._sampling = SamplingConfig(generator_config.temperature, generator_config.top_p, generator_config.max_gen_len)
 
@@ -200,9 +208,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         examples = batch.examples
 
         start = time.perf_counter()
-        rollouts = self._generator.rollouts(
-            [e.token_ids for e in examples], self._gen.num_rollouts, self._sampling, seed=step_seed(self._seed, step) >> 1
-        )  # fmt: skip
+        rollouts = self._generator.wait(self._pending_rollouts(batch, step))
         self._update(metric_bag, "generate_seconds", time.perf_counter() - start)
         self._update(metric_bag, "version_lag", float(step - 1 - self._generator.version))
 
@@ -215,6 +221,33 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         loss, num_items = self._loss_for(examples, rollouts, rewards, metric_bag)
         self._update(metric_bag, "train_seconds", time.perf_counter() - start)
         return loss, num_items
+
+    def _pending_rollouts(self, batch: PromptBatch, step: int) -> PendingRollouts:
+        """This step's rollouts; at the start of a window, the whole window is submitted.
+
+        Rollouts of step t are seeded from (seed, t) wherever they are submitted from, so
+        working ahead changes no sample: the asynchronous run equals the synchronous one.
+        """
+        assert self._generator is not None
+        window = batch.window or (batch.examples,)
+        if batch.index == 0:
+            if any(p is not None for p in self._pending):
+                raise RuntimeError(f"step {step}: a new rollout window began before the last one was consumed")
+            self._pending = [
+                self._generator.submit(
+                    [e.token_ids for e in examples], self._gen.num_rollouts, self._sampling,
+                    seed=step_seed(self._seed, step + i) >> 1,
+                )  # fmt: skip
+                for i, examples in enumerate(window)
+            ]
+        pending = self._pending[batch.index] if batch.index < len(self._pending) else None
+        if pending is None:
+            raise RuntimeError(
+                f"step {step}: no rollouts were submitted for position {batch.index} of its window; "
+                "a run must start or resume on a generator sync boundary"
+            )
+        self._pending[batch.index] = None
+        return pending
 
     def _maybe_sync(self, step: int, metric_bag: MetricBag) -> None:
         assert self._generator is not None

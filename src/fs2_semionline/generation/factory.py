@@ -1,0 +1,95 @@
+"""Builds the configured rollout generator from the seed model (``generator.backend``)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from fairseq2.assets import AssetStore
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.models.clm import CausalLM
+from fairseq2.models.family import ModelFamily, get_model_family_name
+from fairseq2.models.hg import get_hugging_face_converter
+from fairseq2.runtime.dependency import get_dependency_resolver
+
+from fs2_semionline.config import RolloutGeneratorSection
+from fs2_semionline.errors import ConfigError
+from fs2_semionline.generation.local import LocalGenerator
+from fs2_semionline.generation.protocol import Generator
+
+
+def create_generator(
+    config: RolloutGeneratorSection,
+    seed_model: CausalLM,
+    tokenizer: Tokenizer,
+    *,
+    model_name: str,
+    tokenizer_name: str,
+    work_dir: Path,
+    seed: int,
+) -> Generator:
+    if config.backend == "local":
+        return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.batch_size)
+    return create_vllm_generator(
+        config, seed_model, tokenizer, model_name=model_name, tokenizer_name=tokenizer_name, work_dir=work_dir, seed=seed
+    )
+
+
+def create_vllm_generator(
+    config: RolloutGeneratorSection,
+    seed_model: CausalLM,
+    tokenizer: Tokenizer,
+    *,
+    model_name: str,
+    tokenizer_name: str,
+    work_dir: Path,
+    seed: int,
+) -> Generator:
+    """Exports the seed weights as an HF folder (what a fresh replica loads) and starts the actors."""
+    from fs2_semionline.generation.nccl_sync import NcclWeightSender
+    from fs2_semionline.generation.vllm_engine import cuda_available
+    from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
+    from fs2_semionline.hf_export import export_hf_model
+
+    resolver = get_dependency_resolver()
+    store = resolver.resolve(AssetStore)
+    card = store.retrieve_card(model_name)
+    family_name = get_model_family_name(card)
+    model_config: Any = resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
+    converter = get_hugging_face_converter(family_name)
+    tokenizer_dir = _local_dir(store.retrieve_card(tokenizer_name).field("tokenizer").as_uri().path)
+
+    model_dir = work_dir / "generator_seed_hf"
+    state = {k: v.detach().to("cpu") for k, v in seed_model.state_dict().items()}
+    export_hf_model(state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir)
+
+    weight_sync = config.weight_sync
+    if weight_sync == "auto":
+        weight_sync = "nccl" if cuda_available() else "object_store"
+    if weight_sync == "nccl" and not cuda_available():
+        raise ConfigError("generator.weight_sync=nccl needs CUDA; use object_store (or auto) on CPU")
+    nccl = None
+    if weight_sync == "nccl":
+        nccl = NcclWeightSender(tensor_parallel_size=config.tensor_parallel_size, bucket_bytes=config.sync_bucket_mb << 20)
+    options = ReplicaOptions(
+        replicas=config.replicas, tensor_parallel_size=config.tensor_parallel_size,
+        num_cpus=config.num_cpus_per_replica, engine_args=dict(config.engine_args),
+        sync_timeout_s=config.sync_timeout_s, generate_timeout_s=config.generate_timeout_s,
+        max_restarts=config.max_restarts,
+    )  # fmt: skip
+
+    def to_hf(state_dict: Any) -> dict[str, torch.Tensor]:
+        return converter.to_hg_state_dict(dict(state_dict), model_config)  # type: ignore[return-value]
+
+    max_model_len = int(getattr(seed_model, "max_seq_len"))
+    return RayVLLMGenerator(
+        model_dir, to_hf=to_hf, options=options, max_model_len=max_model_len, seed=seed, nccl_sender=nccl
+    )
+
+
+def _local_dir(path: str) -> Path:
+    """The tokenizer card's folder (vLLM reads the HF tokenizer files beside the weights)."""
+    p = Path(path)
+    return p if p.is_dir() else p.parent

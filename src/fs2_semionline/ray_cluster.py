@@ -1,0 +1,59 @@
+"""Starting or joining the Ray cluster the generator (and reward-model) actors live on.
+
+``ray.address`` null: a private local cluster on loopback with no dashboard, shut down
+at the end of the run. ``auto`` or ``ray://host:port``: join an existing cluster
+(``recipes/launch/``) and leave it running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class RaySection:
+    address: str | None = None
+    """null: start a local cluster on loopback; ``auto`` or ``ray://host:port``: join one."""
+    num_cpus: int | None = None
+    """CPUs of a local cluster (default: all of the machine's)."""
+    num_gpus: int | None = None
+
+
+class RayCluster:
+    """Owns ``ray.init`` / ``ray.shutdown`` for one run; a no-op if Ray is already up."""
+
+    def __init__(self, section: RaySection) -> None:
+        self._section = section
+        self._started = False
+
+    def start(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        section = self._section
+        if section.address is None:
+            # A private loopback cluster: no token needed, nothing listens beyond 127.0.0.1.
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(
+                address="local", num_cpus=section.num_cpus, num_gpus=section.num_gpus,
+                include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True,
+                logging_level=logging.WARNING,
+            )  # fmt: skip
+        else:
+            ray.init(address=section.address, logging_level=logging.WARNING)
+        self._started = True
+        log.info("Ray %s (%s)", "started" if section.address is None else "joined", ray.cluster_resources())
+
+    def stop(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+    close = stop
