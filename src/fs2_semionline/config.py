@@ -38,6 +38,9 @@ class RolloutGeneratorSection:
     max_gen_len: int = 512
     batch_size: int = 64
     """``local``: prompts per sampler call (memory knob, not a hyperparameter)."""
+    work_ahead: bool = True
+    """Right after a sync, hand the generator the prompts of the next s steps so it
+    generates while the trainer trains (asynchronous semi-online; same samples either way)."""
     replicas: int = 1
     """``vllm``: engines (Ray actors); a step's prompts are split evenly over them."""
     tensor_parallel_size: int = 1

@@ -51,6 +51,7 @@ from fs2_semionline.data.jsonl import LoadReport, load_pairs, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.generation.factory import create_generator
+from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.ray_cluster import RayCluster, RaySection
 from fs2_semionline.recipes import ClosingTask, run_cli
 from fs2_semionline.rewards import MathVerifyPool
@@ -168,14 +169,20 @@ class PreferenceFinetuneRecipe(Recipe):
         seed_model_name = config.reference_model.name if reference is not None else config.model.name
         closables: list[Any] = []
         try:
-            if config.generator.backend == "vllm":
-                cluster = RayCluster(config.ray)
-                cluster.start()
-                closables.append(cluster)
-            generator = create_generator(
-                config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
-                tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
-            )  # fmt: skip
+            # Trainer rank 0 owns the generator (and the Ray actors); other data-parallel
+            # ranks get their rollouts from it through the gang.
+            dp_gang = context.gangs.dp
+            owner = None
+            if dp_gang.rank == 0:
+                if config.generator.backend == "vllm":
+                    cluster = RayCluster(config.ray)
+                    cluster.start()
+                    closables.append(cluster)
+                owner = create_generator(
+                    config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
+                    tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
+                )  # fmt: skip
+            generator = owner if dp_gang.size == 1 else GangGenerator(dp_gang, owner)
             closables.insert(0, generator)
             scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
             closables.insert(0, scorer)
@@ -227,7 +234,7 @@ class PreferenceFinetuneRecipe(Recipe):
         if batch_kls is PromptBatch:
             # Batches come in windows of s steps (one sync each): the unit hands a whole
             # window to the generator right after its sync.
-            window = config.generator.sync_every_n_steps or 1
+            window = (config.generator.sync_every_n_steps or 1) if config.generator.work_ahead else 1
             builder = builder.bucket(window, drop_remainder=True).yield_from(
                 lambda group: read_sequence(
                     [PromptBatch(examples, tuple(group), index) for index, examples in enumerate(group)]

@@ -1,0 +1,389 @@
+"""Scalar rewards for non-verifiable (chat) prompts from a Hugging Face reward model.
+
+Two heads are supported:
+
+``sequence_classification``
+    Any ``AutoModelForSequenceClassification`` checkpoint with ``num_labels == 1``
+    (the tiny RM of :mod:`fs2_semionline.tiny.build_reward_model`, Skywork-style RMs,
+    ...). The scored text is the conversation ending with ``<|eot_id|>``; the reward
+    is transformers' own pooled logit, i.e. the score head read at the last non-pad
+    token of each row (``config.pad_token_id``), so right padding does not change it.
+
+``athene``
+    Nexusflow's Athene-RM-8B (https://huggingface.co/Nexusflow/Athene-RM-8B). Its model
+    card's "Usage" section (README added 2024-10-21; the identical code is in the
+    Athene-RM-70B card, huggingface.co/Nexusflow/Athene-RM-70B commit e71206c, and in
+    AllenAI RewardBench's ``rewardbench/models/athene.py``) says:
+
+    * ``class AtheneForSequenceClassification(LlamaPreTrainedModel)`` holds
+      ``self.model = LlamaModel(config)`` and
+      ``self.v_head = nn.Linear(config.hidden_size, 1, bias=False)`` with
+      ``self.CLS_ID = 128003`` (``<|reserved_special_token_1|>`` in the Llama-3
+      vocabulary);
+    * its ``forward`` applies ``v_head`` to ``hidden_states[-1]`` at every position
+      and returns, per row, the value at the *last* position whose id is ``CLS_ID``
+      (``c_inds = (input_ids[i] == self.CLS_ID).nonzero(); c_ind = c_inds[-1]``);
+    * its pipeline builds the text with
+      ``tokenizer.apply_chat_template(messages, tokenize=False)`` for
+      ``[{"role": "user", ...}, {"role": "assistant", ...}]``, then
+      ``formatted = formatted + self.tokenizer.cls_token``, and tokenizes it with the
+      tokenizer's defaults (``max_length=4096, truncation=True``).
+
+    We follow that: the reward is ``v_head`` read at the CLS token appended after the
+    chat-templated conversation, never at the last pad position. Deliberate
+    differences: we use ``last_hidden_state`` (equal to ``hidden_states[-1]``, without
+    keeping every layer's activations), the CLS id is the tokenizer's ``cls_token_id``
+    (the card hard-codes 128003; we warn when a Llama-3-sized tokenizer disagrees),
+    and we never truncate (a truncated text would lose its CLS token and the card's
+    code would crash): a text longer than ``max_length`` (default 4096 as in the card)
+    gets ``None``. Like the card, the text is tokenized with the tokenizer's default
+    special tokens; a Llama-3 tokenizer that adds BOS thus puts a second
+    ``<|begin_of_text|>`` before the template's own, which is what the card's pipeline
+    (and RewardBench) feed the model.
+
+Prompts: our prompt strings already carry the full Llama-3 chat header (they start with
+``<|begin_of_text|>`` and end with the assistant header), so the scored text is
+``prompt + response + "<|eot_id|>"``. A raw user message (no ``<|begin_of_text|>``) is
+put in a conversation with the tokenizer's chat template, or with our Llama-3 header
+format (:func:`fs2_semionline.data.templates.chat_prompt`) when the tokenizer has none.
+
+Failures are ``None``, never 0: a reward that cannot be computed (forward exception,
+non-finite score, text over ``max_length``, empty prompt) must be masked out by the
+caller, not read as a bad answer. An *empty response* is scored: it is a real (bad)
+answer that the reward model has to be able to penalise.
+
+This module imports torch and transformers; ``fs2_semionline.rewards`` does not import
+it, so the rule-based reward workers stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaModel,
+    LlamaPreTrainedModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from fs2_semionline.data.templates import BEGIN_OF_TEXT, EOT, chat_prompt
+
+if TYPE_CHECKING:
+    from fairseq2.assets import AssetCard, AssetStore
+
+__all__ = [
+    "ATHENE_CLS_ID",
+    "ATHENE_MAX_LENGTH",
+    "AtheneForSequenceClassification",
+    "RewardHead",
+    "RewardModel",
+    "RewardModelSpec",
+    "resolve_reward_model",
+]
+
+log = logging.getLogger(__name__)
+
+RewardHead = Literal["sequence_classification", "athene"]
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+#: ``self.CLS_ID`` of the model card: ``<|reserved_special_token_1|>`` in Llama-3.
+ATHENE_CLS_ID = 128003
+
+#: ``max_length`` of the model card's pipeline.
+ATHENE_MAX_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class RewardModelSpec:
+    """What to load; picklable, so it travels to Ray actors as it is."""
+
+    path: str
+    """Local Hugging Face folder (config, weights, tokenizer). Nothing is downloaded."""
+
+    head: RewardHead = "sequence_classification"
+
+    dtype: str = "float32"
+    """``float32``, ``bfloat16`` or ``float16``."""
+
+    batch_size: int = 8
+
+    max_length: int | None = None
+    """Longer texts score ``None`` (never truncated). ``None``: 4096 for Athene (as its
+    card), else the model's ``max_position_embeddings``."""
+
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.head not in get_args(RewardHead):
+            raise ValueError(f"reward model head must be in {get_args(RewardHead)}: {self.head!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"reward model dtype must be one of {sorted(_DTYPES)}: {self.dtype!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"reward model batch_size must be >= 1: {self.batch_size}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"reward model max_length must be >= 1 or None: {self.max_length}")
+
+
+class AtheneForSequenceClassification(LlamaPreTrainedModel):
+    """Athene-RM's architecture as its model card defines it: ``LlamaModel`` + ``v_head``.
+
+    The checkpoint's keys are ``model.*`` and ``v_head.weight``; ``forward`` returns
+    ``{"scores": ...}`` like the card, with NaN for a row that has no CLS token
+    (the card's code raises there) so the caller can turn it into ``None``.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
+        self.CLS_ID = ATHENE_CLS_ID
+        self.post_init()
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        hidden = self.model(input_ids, attention_mask=attention_mask).last_hidden_state
+        rewards = self.v_head(hidden).squeeze(-1)  # [batch, seq]
+        is_cls = input_ids == self.CLS_ID
+        if attention_mask is not None:
+            is_cls &= attention_mask.bool()
+        positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        last_cls = (positions * is_cls).argmax(-1)  # the card's ``c_inds[-1]``
+        scores = rewards.gather(1, last_cls[:, None]).squeeze(1)
+        return {"scores": torch.where(is_cls.any(-1), scores, torch.nan)}
+
+
+class RewardModel:
+    """A reward model loaded from a local folder; :meth:`score` gives one float per item."""
+
+    def __init__(self, spec: RewardModelSpec) -> None:
+        path = Path(spec.path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"reward model folder not found: {path} "
+                "(nothing is downloaded: RewardModelSpec.path must be a local Hugging Face folder)"
+            )
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        self.model = self._load_model(path, spec)
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
+            path, local_files_only=True
+        )
+        self.max_length = spec.max_length or self._default_max_length()
+        self.batch_size = spec.batch_size
+        self.cls_token: str | None = None
+        self._pad_id: int | None = self.tokenizer.pad_token_id
+        if spec.head == "athene":
+            self._setup_athene(path)
+        else:
+            self._setup_pad_token()
+
+    # ------------------------------------------------------------------ loading
+
+    @staticmethod
+    def _load_model(path: Path, spec: RewardModelSpec) -> PreTrainedModel:
+        """Loads weights and refuses a checkpoint whose reward head would be random."""
+        kls: Any = (
+            AtheneForSequenceClassification
+            if spec.head == "athene"
+            else AutoModelForSequenceClassification
+        )
+        model, info = kls.from_pretrained(
+            path, dtype=_DTYPES[spec.dtype], local_files_only=True, output_loading_info=True
+        )
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ValueError(
+                f"reward model at {path} (head={spec.head!r}) has no weights for {missing[:5]}: "
+                "the reward head would be randomly initialised; wrong folder or wrong head?"
+            )
+        if spec.head == "sequence_classification" and model.config.num_labels != 1:
+            raise ValueError(
+                f"reward model at {path} has num_labels={model.config.num_labels}, "
+                "a scalar reward model has 1"
+            )
+        return cast(PreTrainedModel, model.to(spec.device).eval())
+
+    def _default_max_length(self) -> int:
+        limit = int(getattr(self.model.config, "max_position_embeddings", ATHENE_MAX_LENGTH))
+        return min(limit, ATHENE_MAX_LENGTH) if self.spec.head == "athene" else limit
+
+    def _setup_athene(self, path: Path) -> None:
+        cls_token = self.tokenizer.cls_token
+        if cls_token is None:
+            raise ValueError(
+                f"tokenizer at {path} has no cls_token: Athene reads its reward at the CLS token"
+            )
+        cls_id = self.tokenizer.convert_tokens_to_ids(cls_token)
+        if len(self.tokenizer) > ATHENE_CLS_ID and cls_id != ATHENE_CLS_ID:
+            log.warning(
+                "Athene tokenizer at %s maps cls_token %r to %d, the model card says %d",
+                path, cls_token, cls_id, ATHENE_CLS_ID,
+            )
+        self.cls_token = cls_token
+        cast(AtheneForSequenceClassification, self.model).CLS_ID = cls_id
+        if self._pad_id is None:  # any id: pads are masked and the reward is read at CLS
+            self._pad_id = self.tokenizer.eos_token_id or 0
+
+    def _setup_pad_token(self) -> None:
+        """Pads with the id transformers skips when it looks for the last token."""
+        config = self.model.config
+        if config.pad_token_id is None:
+            config.pad_token_id = self._pad_id
+        if config.pad_token_id is None:
+            log.warning("reward model at %s has no pad token: batch size 1", self.spec.path)
+            self.batch_size = 1
+        self._pad_id = config.pad_token_id
+
+    # ------------------------------------------------------------------ scoring
+
+    def conversation_text(self, prompt: str, response: str) -> str:
+        """The exact text the reward model reads for one (prompt, response)."""
+        response = response.removesuffix(EOT)
+        if prompt.startswith(BEGIN_OF_TEXT):
+            text = prompt + response + EOT
+        elif self.tokenizer.chat_template is not None:
+            messages = [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": response},
+            ]
+            text = cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False))
+        else:
+            text = chat_prompt(prompt) + response + EOT
+        if self.cls_token is not None:
+            text += self.cls_token
+        return text
+
+    def _encode(self, prompt: str, response: str) -> list[int] | str:
+        """Token ids, or why the item cannot be scored."""
+        if not prompt.strip():
+            return "empty prompt"
+        try:
+            text = self.conversation_text(prompt, response)
+            # Athene: the card tokenizes with the tokenizer's default special tokens.
+            ids = self.tokenizer(
+                text, add_special_tokens=self.spec.head == "athene", verbose=False
+            )["input_ids"]
+        except Exception as ex:  # a chat template or tokenizer error concerns this item only
+            log.debug("reward model: cannot build an input: %r", ex)
+            return f"input error ({type(ex).__name__})"
+        if not ids:
+            return "empty input"
+        if len(ids) > self.max_length:
+            return f"longer than max_length {self.max_length}"
+        return list(ids)
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[list[int]]) -> list[float | None]:
+        rows = [torch.tensor(ids, dtype=torch.long) for ids in batch]
+        pad_id = self._pad_id or 0  # None only with batch_size 1: nothing to pad
+        input_ids = pad_sequence(rows, batch_first=True, padding_value=pad_id).to(self.device)
+        mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
+        attention_mask = mask.to(self.device)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        scores = out["scores"] if self.spec.head == "athene" else out.logits[:, 0]
+        return [s if math.isfinite(s) else None for s in scores.float().cpu().tolist()]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        """One reward per (prompt, response); ``None`` where it cannot be computed.
+
+        Items are batched by length (less padding); padding never changes a score. A
+        batch whose forward raises gives ``None`` for each of its items.
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        rewards: list[float | None] = [None] * len(prompts)
+        failures: Counter[str] = Counter()
+        todo: list[tuple[int, list[int]]] = []
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            ids = self._encode(prompt, response)
+            if isinstance(ids, str):
+                failures[ids] += 1
+            else:
+                todo.append((i, ids))
+        todo.sort(key=lambda item: len(item[1]))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            try:
+                scores = self._forward([ids for _, ids in chunk])
+            except Exception as ex:
+                log.debug("reward model: forward failed: %r", ex)
+                failures[f"forward error ({type(ex).__name__})"] += len(chunk)
+                continue
+            for (i, _), score in zip(chunk, scores):
+                rewards[i] = score
+                if score is None:
+                    failures["non-finite score"] += 1
+        if failures:
+            log.warning(
+                "reward model: %d of %d rewards are None: %s",
+                sum(failures.values()), len(rewards), dict(failures),
+            )
+        return rewards
+
+
+# ---------------------------------------------------------------------- resolution
+
+
+def resolve_reward_model(name_or_path: str, *, store: AssetStore | None = None) -> RewardModelSpec:
+    """A local folder (default head), or a fairseq2 asset card name such as ``athene_rm_8b``.
+
+    Cards give ``reward_model_path`` (a local folder; set by the user through a card
+    override, see ``assets/cards/reward_models.yaml``) and ``reward_model_head``.
+    ``store`` defaults to fairseq2's asset store (which initialises fairseq2).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return RewardModelSpec(path=str(path.resolve()))
+
+    from fairseq2.assets import get_asset_store
+
+    card = (store or get_asset_store()).maybe_retrieve_card(name_or_path)
+    if card is None:
+        raise ValueError(
+            f"{name_or_path!r} is neither a local reward model folder nor a fairseq2 asset "
+            "card (reward models are never downloaded)"
+        )
+    field = card.maybe_get_field("reward_model_path")
+    if field is None or field.value is None:
+        raise ValueError(
+            f"asset card {card.name!r}: field 'reward_model_path' is not set. Download "
+            f"{_card_str(card, 'reward_model_hf_repo') or 'the model'} yourself and set its "
+            "folder with a user card override: a YAML file in ~/.config/fairseq2/assets (or "
+            f"in $FAIRSEQ2_USER_ASSET_DIR) with 'name: {card.name}@user' and "
+            "'reward_model_path: /path/to/folder'"
+        )
+    model_path = Path(field.as_(str)).expanduser()
+    base_path = card.metadata.get("__base_path__")
+    if not model_path.is_absolute() and isinstance(base_path, Path):
+        model_path = base_path / model_path
+    head = _card_str(card, "reward_model_head") or "sequence_classification"
+    if head not in get_args(RewardHead):
+        raise ValueError(
+            f"asset card {card.name!r}: field 'reward_model_head' must be one of "
+            f"{get_args(RewardHead)}: {head!r}"
+        )
+    return RewardModelSpec(path=str(model_path), head=cast(RewardHead, head))
+
+
+def _card_str(card: AssetCard, name: str) -> str | None:
+    field = card.maybe_get_field(name)
+    return None if field is None or field.value is None else field.as_(str)
