@@ -16,7 +16,11 @@ from fs2_semionline.paths import TINY_MATH_DATA_DIR
 @dataclass(kw_only=True)
 class PromptDataSection:
     paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "train.jsonl"])
-    """JSONL with ``prompt`` and ``answer`` (verifiable math)."""
+    """JSONL with ``prompt`` (and ``answer`` for math)."""
+    task: Literal["math", "chat"] = "math"
+    """``math``: verifiable, Figure 4 template, Math-Verify reward (binary, random correct vs
+    incorrect pairs). ``chat``: non-verifiable, Figure 5 template, ``reward.model`` (scalar,
+    best vs worst)."""
     pairs_path: Path | None = None
     """Offline DPO form (b): JSONL with ``prompt``, ``chosen``, ``rejected``; no generation."""
     batch_size: int = 8
@@ -63,6 +67,19 @@ class RolloutGeneratorSection:
 class RewardSection:
     math_timeout_s: float = 5.0
     num_workers: int | None = None
+    """Math-Verify worker processes (default: the machine's cores)."""
+    model: str | None = None
+    """Reward model for ``chat`` prompts: an asset card (e.g. ``athene_rm_8b``) or a local
+    HF sequence-classification folder. It runs in Ray actors."""
+    model_replicas: int = 1
+    model_num_cpus: float = 1.0
+    model_device: str = "cpu"
+    """``cuda``: each replica gets one GPU from Ray."""
+    model_batch_size: int = 8
+    model_max_length: int | None = None
+    """Longer prompt+response texts get no reward (a counted failure), never a truncated one."""
+    model_timeout_s: float = 300.0
+    """A reward-model call slower than this fails its items (counted, never read as 0)."""
 
 
 @dataclass(kw_only=True)

@@ -48,7 +48,7 @@ from fs2_semionline.config import (
     RolloutGeneratorSection,
 )
 from fs2_semionline.data.jsonl import LoadReport, load_pairs, load_prompts
-from fs2_semionline.data.templates import verifiable_prompt
+from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.generation.factory import create_generator
 from fs2_semionline.generation.gang import GangGenerator
@@ -118,8 +118,29 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
                 "dataset.pairs_path (offline DPO from fixed pairs) needs loss.name=dpo and "
                 f"generator.sync_every_n_steps=null, got loss.name={config.loss.name}, sync_every_n_steps={s}"
             )
+    if config.dataset.task == "chat" and not config.reward.model:
+        raise ConfigError("dataset.task=chat needs reward.model (an asset card name or a local HF folder)")
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
+
+
+def create_reward_scorer(section: RewardSection) -> Any:
+    """The reward model for chat prompts, in Ray actors (Ray must be up)."""
+    import dataclasses
+
+    from fs2_semionline.rewards.reward_model import resolve_reward_model
+    from fs2_semionline.rewards.reward_model_actor import RayRewardScorer
+
+    assert section.model is not None
+    try:
+        spec = resolve_reward_model(section.model)
+    except ValueError as err:
+        raise ConfigError(f"reward.model: {err}") from None
+    spec = dataclasses.replace(spec, batch_size=section.model_batch_size, device=section.model_device,
+                               max_length=section.model_max_length or spec.max_length)
+    return RayRewardScorer(
+        spec, replicas=section.model_replicas, num_cpus=section.model_num_cpus, timeout_s=section.model_timeout_s
+    )
 
 
 class PreferenceFinetuneRecipe(Recipe):
@@ -147,10 +168,11 @@ class PreferenceFinetuneRecipe(Recipe):
         if max_prompt_len is None:
             max_prompt_len = int(getattr(policy_module, "max_seq_len")) - config.generator.max_gen_len
         report = LoadReport()
+        task = config.dataset.task
         examples = load_prompts(
-            config.dataset.paths, task="math", template=verifiable_prompt,
+            config.dataset.paths, task=task, template=verifiable_prompt if task == "math" else non_verifiable_prompt,
             encode=lambda text: encoder(text).tolist(), max_prompt_len=max_prompt_len,
-            require_answer=True, report=report,
+            require_answer=task == "math", report=report,
         )  # fmt: skip
         if len(examples) < config.dataset.batch_size:
             raise ConfigError(f"dataset.paths: {len(examples)} usable prompts, fewer than one batch ({report.as_dict()})")
@@ -184,10 +206,20 @@ class PreferenceFinetuneRecipe(Recipe):
                 )  # fmt: skip
             generator = owner if dp_gang.size == 1 else GangGenerator(dp_gang, owner)
             closables.insert(0, generator)
-            scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
-            closables.insert(0, scorer)
+            scorer, reward_model = None, None
+            if task == "math":
+                scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
+                closables.insert(0, scorer)
+            else:
+                if not any(isinstance(c, RayCluster) for c in closables):
+                    cluster = RayCluster(config.ray)
+                    cluster.start()
+                    closables.append(cluster)
+                reward_model = create_reward_scorer(config.reward)
+                closables.insert(0, reward_model)
             unit = PreferenceUnit(
                 context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
+                reward_model=reward_model, task=task,
                 generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
                 seed=config.common.seed, device=torch.device(str(device)),
             )  # fmt: skip

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
@@ -46,6 +47,7 @@ from fs2_semionline.objectives import (
 )
 from fs2_semionline.pairing import (
     PairingStats,
+    RewardKind,
     grpo_advantages,
     select_dpo_pairs,
     select_pair_sets,
@@ -65,6 +67,7 @@ METRICS: dict[str, tuple[str, int]] = {
     "entropy": ("Rollout Entropy", 95),
     "reward": ("Reward", 100),
     "reward/math": ("Reward (math)", 101),
+    "reward/chat": ("Reward (chat)", 102),
     "rollout_len": ("Rollout Length", 110),
     "chosen_logps": ("Chosen Log-prob", 120),
     "rejected_logps": ("Rejected Log-prob", 121),
@@ -86,8 +89,20 @@ _SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps"}
 _MAXES = {"version_lag"}
 
 
+class MeanOrNaN(Mean):
+    """A mean that is NaN, not 0, when nothing was measured in its window (e.g. every
+    reward failed): a silent 0 would read as a real reward. Also exact means of 0 no
+    longer trip torcheval's "No calls to update()" warning."""
+
+    @torch.inference_mode()
+    def compute(self) -> Tensor:
+        if not self.weights:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return self.weighted_sum / self.weights
+
+
 def _metric_kls(name: str) -> type[Mean] | type[Sum] | type[Max]:
-    return Sum if name in _SUMS else Max if name in _MAXES else Mean
+    return Sum if name in _SUMS else Max if name in _MAXES else MeanOrNaN
 
 
 @dataclass
@@ -134,6 +149,8 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         scorer: MathVerifyPool | None,
         tokenizer: Tokenizer,
         *,
+        reward_model: Any = None,
+        task: str = "math",
         generator_config: RolloutGeneratorSection,
         loss_config: LossSection,
         reference_sync: ReferenceSyncSection,
@@ -145,6 +162,11 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._reference = reference
         self._generator = generator
         self._scorer = scorer
+        self._reward_model = reward_model  # RayRewardScorer for chat prompts
+        self._task = task
+        # Math-Verify rewards are 0/1 (pair a random correct with a random incorrect
+        # response); reward-model rewards are scalars (pair the best with the worst).
+        self._reward_kind: RewardKind = "scalar" if task == "chat" else "binary"
         pad_idx = tokenizer.vocab_info.pad_idx
         eos_idx = tokenizer.vocab_info.eos_idx
         if pad_idx is None or eos_idx is None:
@@ -174,8 +196,9 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 skip.add("nll_loss")
             if name != "group_dpo_grpo":
                 skip.add("grpo_loss")
+        skip.add("reward/chat" if self._task == "math" else "reward/math")
         if self._generator is None:  # pairs from a file: nothing generated, nothing rewarded
-            skip |= {"reward", "reward/math", "rollout_len", "skipped_prompts", "failed_rewards", "version_lag",
+            skip |= {"reward", "reward/math", "reward/chat", "rollout_len", "skipped_prompts", "failed_rewards", "version_lag",
                      "generate_seconds", "reward_seconds", "sync_seconds"}  # fmt: skip
         return [m for m in METRICS if m not in skip]
 
@@ -266,10 +289,15 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
 
     def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
+        """One reward per rollout; ``None`` = failed (never 0): masked and counted downstream."""
         responses = [c.text for cs in rollouts for c in cs]
-        golds = [str(e.answer) for e, cs in zip(examples, rollouts) for _ in cs]
-        assert self._scorer is not None
-        flat = self._scorer.score(responses, golds).rewards
+        if self._task == "chat":
+            assert self._reward_model is not None
+            flat = self._reward_model.score([e.text for e, cs in zip(examples, rollouts) for _ in cs], responses)
+        else:
+            golds = [str(e.answer) for e, cs in zip(examples, rollouts) for _ in cs]
+            assert self._scorer is not None
+            flat = self._scorer.score(responses, golds).rewards
         n = self._gen.num_rollouts
         return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
 
@@ -282,12 +310,12 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     ) -> tuple[Tensor, int]:
         name = self._loss.name
         if name == "dpo":
-            pairs, stats = select_dpo_pairs(rewards, "binary", step_rng(self._seed, self._step_nr))
+            pairs, stats = select_dpo_pairs(rewards, self._reward_kind, step_rng(self._seed, self._step_nr))
             picks = [(p.prompt_idx, p.chosen_idx) for p in pairs] + [(p.prompt_idx, p.rejected_idx) for p in pairs]
             groups: list[tuple[list[int], list[int]]] = []
             advantages: list[float] = []
         elif name in ("group_dpo", "group_dpo_grpo"):
-            sets, stats = select_pair_sets(rewards, "binary")
+            sets, stats = select_pair_sets(rewards, self._reward_kind)
             picks, groups = [], []
             for s in sets:
                 first = len(picks)
@@ -413,9 +441,9 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         if name not in self._metrics:
             return
         kls = _metric_kls(name)
-        if kls is Mean:
+        if kls is MeanOrNaN:
             if not math.isnan(value):
-                metric_bag.get(name, Mean).update(value, weight=weight)
+                metric_bag.get(name, MeanOrNaN).update(value, weight=weight)
         else:
             metric_bag.get(name, kls).update(value)  # type: ignore[arg-type]
 
@@ -426,7 +454,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         if valid:
             mean = sum(valid) / len(valid)
             self._update(metric_bag, "reward", mean, len(valid))
-            self._update(metric_bag, "reward/math", mean, len(valid))
+            self._update(metric_bag, f"reward/{self._task}", mean, len(valid))
         lens = [len(c.token_ids) for cs in rollouts for c in cs]
         self._update(metric_bag, "rollout_len", sum(lens) / len(lens), len(lens))
 
