@@ -43,3 +43,14 @@ def test_extension_registers_cards_arch_and_loads_model() -> None:
     assert result["model_dim"] == 256
     assert 1_000_000 <= result["params"] <= 10_000_000
     assert result["tokenizer_card"] == "hg"
+
+
+def test_importing_the_package_needs_neither_vllm_nor_ray() -> None:
+    """The local backend and Math-Verify runs must not pay for (or need) vLLM and Ray."""
+    probe = (
+        "import sys, fs2_semionline.cli, fs2_semionline.recipes.preference_finetune, "
+        "fs2_semionline.recipes.evaluate, fs2_semionline.units.preference, fs2_semionline.generation.factory\n"
+        "print(sorted(m for m in ('vllm', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

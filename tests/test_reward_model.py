@@ -282,17 +282,11 @@ def test_resolve_reward_model_from_folder_and_card(tmp_path: Path, tiny_rm_dir: 
 
 
 @pytest.fixture(scope="module")
-def ray_session() -> Any:
-    ray = pytest.importorskip("ray")
-    old = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    if old is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = old
+def ray_session(ray_cluster) -> Any:
+    """The shared local cluster (conftest)."""
+    import ray
+
+    return ray
 
 
 def _wait_until_dead(ray: Any, actor: Any, timeout_s: float = 60) -> None:

@@ -18,14 +18,6 @@ from test_preference_finetune import run_recipe, tiny_config
 INSTRUCTIONS = [f"Say something short about the number {n}." for n in range(16)]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
-
-    cluster = RayCluster(RaySection(num_cpus=2))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,6 @@ GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_gen_len=32)
 LOGPROB_ATOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
-
-    cluster = RayCluster(RaySection(num_cpus=4))  # logical CPUs: 2 replicas + 1 more actor
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")

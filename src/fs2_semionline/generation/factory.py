@@ -30,24 +30,11 @@ def create_generator(
     work_dir: Path,
     seed: int,
 ) -> Generator:
+    """``local``: a private copy of the seed model. ``vllm``: exports the seed weights as an
+    HF folder (what a fresh replica loads) and starts the actors (Ray must be up)."""
     if config.backend == "local":
         return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.batch_size)
-    return create_vllm_generator(
-        config, seed_model, tokenizer, model_name=model_name, tokenizer_name=tokenizer_name, work_dir=work_dir, seed=seed
-    )
 
-
-def create_vllm_generator(
-    config: RolloutGeneratorSection,
-    seed_model: CausalLM,
-    tokenizer: Tokenizer,
-    *,
-    model_name: str,
-    tokenizer_name: str,
-    work_dir: Path,
-    seed: int,
-) -> Generator:
-    """Exports the seed weights as an HF folder (what a fresh replica loads) and starts the actors."""
     from fs2_semionline.generation.nccl_sync import NcclWeightSender
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions

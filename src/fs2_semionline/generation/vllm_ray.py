@@ -171,8 +171,13 @@ class RayVLLMGenerator:
             expected = weights_checksum(sorted(hf_state.items()))
             refs = [a.load_weights.remote(self._weights_ref) for a in self._actors]
             for replica, ref in enumerate(refs):
-                got = self._get(ref, self._opts.sync_timeout_s, replica, what="weight sync", timeout_kls=WeightSyncTimeout)
-                if not _close(got, expected):
+                try:
+                    got = self._get(ref, self._opts.sync_timeout_s, replica, what="weight sync", timeout_kls=WeightSyncTimeout)
+                except ray.exceptions.RayActorError as err:
+                    # Died since its last request: a new replica loads these weights on start.
+                    log.warning("generator replica %d died before a sync (%s); restarting it", replica, type(err).__name__)
+                    got = self._restart(replica)
+                if got is None or not _close(got, expected):
                     raise GeneratorError(
                         f"generator replica {replica}: weights did not load (checksum {got} != sent {expected})"
                     )
@@ -260,7 +265,8 @@ class RayVLLMGenerator:
         for replica in replicas:
             self._get(self._actors[replica].pid.remote(), None, replica, what="start")
 
-    def _restart(self, replica: int) -> None:
+    def _restart(self, replica: int) -> float | None:
+        """Replaces a replica and loads the current version into it (returns the checksum)."""
         import ray
 
         ray.kill(self._actors[replica], no_restart=True)
@@ -272,8 +278,10 @@ class RayVLLMGenerator:
             if self._restart_weights is not None:
                 self._nccl.send(self._restart_weights, self._actors, self._opts.sync_timeout_s)
         elif self._weights_ref is not None:
-            self._get(self._actors[replica].load_weights.remote(self._weights_ref), self._opts.sync_timeout_s,
-                      replica, what="weight sync", timeout_kls=WeightSyncTimeout)  # fmt: skip
+            return float(self._get(self._actors[replica].load_weights.remote(self._weights_ref),
+                                   self._opts.sync_timeout_s, replica, what="weight sync",
+                                   timeout_kls=WeightSyncTimeout))  # fmt: skip
+        return None
 
     def _issue(self, request: RayRollouts, chunk: _Chunk) -> None:
         actor = chunk.actor = self._actors[chunk.replica]

@@ -11,6 +11,7 @@ and :class:`~fs2_semionline.units.preference.PreferenceUnit`.
 from __future__ import annotations
 
 import atexit
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ from fs2_semionline.ray_cluster import RayCluster, RaySection
 from fs2_semionline.recipes import ClosingTask, run_cli
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.units.preference import METRICS, PairBatch, PreferenceUnit, PromptBatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -122,6 +125,33 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
         raise ConfigError("dataset.task=chat needs reward.model (an asset card name or a local HF folder)")
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
+
+
+class _RestoreThreads:
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+
+    def close(self) -> None:
+        torch.set_num_threads(self._threads)
+
+
+def share_cpu_with_generator(config: PreferenceFinetuneConfig) -> _RestoreThreads:
+    """On a CPU-only machine running its own Ray cluster, the engines' threads and the
+    trainer's would otherwise oversubscribe the cores and stall the generator exactly
+    when it should work ahead: the trainer keeps the cores the replicas do not hold."""
+    import math
+    import os
+
+    restore = _RestoreThreads(torch.get_num_threads())
+    if torch.cuda.is_available() or config.ray.address is not None:
+        return restore
+    cores = config.ray.num_cpus or os.cpu_count() or 1
+    held = math.ceil(config.generator.replicas * config.generator.num_cpus_per_replica)
+    threads = max(1, cores - held)
+    if threads < torch.get_num_threads():
+        log.info("CPU only: the trainer uses %d of %d cores, the generator replicas %d", threads, cores, held)
+        torch.set_num_threads(threads)
+    return restore
 
 
 def create_reward_scorer(section: RewardSection) -> Any:
@@ -200,6 +230,7 @@ class PreferenceFinetuneRecipe(Recipe):
                     cluster = RayCluster(config.ray)
                     cluster.start()
                     closables.append(cluster)
+                    closables.append(share_cpu_with_generator(config))
                 owner = create_generator(
                     config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
                     tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
