@@ -2,6 +2,7 @@
 
     fs2-semionline presets
     fs2-semionline plot RUN_DIR [RUN_DIR ...]
+    fs2-semionline data numinamath|wildchat|math500|amc23 IN... --out DIR
     fs2-semionline lm evaluate OUT_DIR [--preset NAME] [--config-file F] [--config k=v ...]
 
 Everything after the recipe name except ``--preset`` goes to fairseq2's recipe CLI
@@ -23,6 +24,7 @@ RECIPES: dict[str, str] = {
 
 USAGE = """usage: fs2-semionline presets
        fs2-semionline plot RUN_DIR [RUN_DIR ...] [--out DIR] [--metric NAME] [--smooth N]
+       fs2-semionline data {numinamath,wildchat,math500,amc23} IN... --out DIR [...]
        fs2-semionline lm RECIPE OUT_DIR [--preset NAME] [--config-file F] [--config k=v ...]
 
 recipes: """ + ", ".join(RECIPES)
@@ -71,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         width = max(len(p.name) for p in presets)
         for p in presets:
             print(f"{p.name:<{width}}  lm {p.recipe:<20} {p.about}")
+        return
+    if argv[0] == "data":
+        from fs2_semionline.data.prepare import main as data_main
+
+        data_main(argv[1:])
         return
     if argv[0] == "plot":
         from fs2_semionline.plot import main as plot_main

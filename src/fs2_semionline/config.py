@@ -15,6 +15,8 @@ from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
 @dataclass(kw_only=True)
 class PromptDataSection:
+    """The prompts (or fixed pairs) training reads, one batch per step."""
+
     paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "train.jsonl"])
     """JSONL with ``prompt`` (and ``answer`` for math)."""
     task: Literal["math", "chat"] = "math"
@@ -28,18 +30,25 @@ class PromptDataSection:
     max_prompt_len: int | None = None
     """Longer prompts are counted skips. Default: model max_seq_len − generator.max_gen_len."""
     shuffle_window: int = 10_000
+    """Prompts shuffled together (seeded by common.seed)."""
 
 
 @dataclass(kw_only=True)
 class RolloutGeneratorSection:
+    """Who generates the rollouts, how, and how often it takes the policy's weights."""
+
     backend: Literal["local", "vllm"] = "local"
     """``vllm``: vLLM engines as Ray actors; ``local``: fairseq2's in-process sampler."""
     sync_every_n_steps: int | None = 1
     """s: 1 = online, k > 1 = semi-online, null = offline (the seed model's rollouts)."""
     num_rollouts: int = 8
+    """Rollouts per prompt (paper: 8 for DPO, GRPO)."""
     temperature: float = 1.0
+    """Rollout sampling temperature (paper §3: 1.0; 0 = greedy)."""
     top_p: float = 1.0
+    """Nucleus sampling mass for rollouts (paper §3: 1.0)."""
     max_gen_len: int = 512
+    """Longest rollout in tokens; a longer one is cut (not finished: no EOS is trained)."""
     batch_size: int = 64
     """``local``: prompts per sampler call (memory knob, not a hyperparameter)."""
     work_ahead: bool = True
@@ -56,26 +65,34 @@ class RolloutGeneratorSection:
     weight_sync: Literal["auto", "object_store", "nccl"] = "auto"
     """``auto``: NCCL broadcast on GPU, Ray's object store on CPU."""
     sync_bucket_mb: int = 1024
+    """NCCL sync: tensors are packed into buffers of about this size (one broadcast each)."""
     sync_timeout_s: float = 600.0
     """A weight sync slower than this is an error naming the replica, not a hang."""
     generate_timeout_s: float = 1800.0
     """A replica silent for longer is restarted and its prompts re-issued."""
     max_restarts: int = 3
+    """Replacements of one replica within one request before the run stops."""
 
 
 @dataclass(kw_only=True)
 class RewardSection:
+    """Math-Verify (math prompts) and the reward model (chat prompts)."""
+
     math_timeout_s: float = 5.0
+    """Math-Verify time per response; past it the reward fails (counted, never 0)."""
     num_workers: int | None = None
     """Math-Verify worker processes (default: the machine's cores)."""
     model: str | None = None
     """Reward model for ``chat`` prompts: an asset card (e.g. ``athene_rm_8b``) or a local
     HF sequence-classification folder. It runs in Ray actors."""
     model_replicas: int = 1
+    """Reward-model actors; a step's items are split over them."""
     model_num_cpus: float = 1.0
+    """Ray CPUs per reward-model actor (also its torch threads)."""
     model_device: str = "cpu"
     """``cuda``: each replica gets one GPU from Ray."""
     model_batch_size: int = 8
+    """Texts per reward-model forward pass (memory knob)."""
     model_max_length: int | None = None
     """Longer prompt+response texts get no reward (a counted failure), never a truncated one."""
     model_timeout_s: float = 300.0
@@ -84,19 +101,28 @@ class RewardSection:
 
 @dataclass(kw_only=True)
 class LossSection:
+    """The objective and its coefficients (paper Eqs. 1, 3, 4; Table 4)."""
+
     name: Literal["dpo", "group_dpo", "grpo", "group_dpo_grpo"] = "dpo"
+    """``dpo`` (Eq. 3), ``group_dpo`` (Eq. 4), ``grpo`` (Eq. 1), ``group_dpo_grpo`` (§4.2)."""
     beta: float = 0.1
     """DPO β (Eq. 3); for ``grpo`` the KL coefficient (Table 4: 0.001)."""
     length_normalize: bool = False
+    """DPO on per-token (length-normalised) log-probs."""
     nll_scale: float = 0.0
+    """Weight of an NLL term on the chosen response (0 = off)."""
     nll_length_normalize: bool = False
+    """Divide the NLL term by the chosen response's length."""
     grpo_beta: float = 0.0
     """KL coefficient of the GRPO term of ``group_dpo_grpo``."""
     grpo_alpha: float = 0.01
     """α of GroupDPO + α·GRPO (§4.2)."""
     grpo_length_normalize: bool = False
+    """GRPO: divide each sequence's sum by its length (default: sequence-summed, Eq. 1)."""
     normalize_advantage_std: bool = False
+    """GRPO: divide advantages by the group's std (paper: off)."""
     entropy_coef: float = 0.0
+    """Weight of the mean negative entropy of rollout tokens (§4.2; 0 = off)."""
 
     @property
     def needs_reference(self) -> bool:
@@ -106,6 +132,9 @@ class LossSection:
 
 @dataclass(kw_only=True)
 class ReferenceSyncSection:
+    """Whether and when the reference model takes the policy's weights."""
+
     mode: Literal["frozen", "with_generator", "every_n_steps"] = "frozen"
     """Table 4 "Ref model Sync": frozen, or synced to the policy with the generator."""
     every_n_steps: int | None = None
+    """``every_n_steps`` mode: r (a divisor of the checkpoint interval)."""

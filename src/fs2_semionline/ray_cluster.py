@@ -16,11 +16,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class RaySection:
+    """Where the generator and reward-model actors run."""
+
     address: str | None = None
     """null: start a local cluster on loopback; ``auto`` or ``ray://host:port``: join one."""
     num_cpus: int | None = None
     """CPUs of a local cluster (default: all of the machine's)."""
     num_gpus: int | None = None
+    """GPUs of a local cluster (default: all of the machine's)."""
 
 
 class RayCluster:
