@@ -330,3 +330,17 @@ def test_empty_batch():
     assert select_pair_sets([], "scalar")[0] == []
     adv, stats = grpo_advantages([])
     assert adv == [] and stats.num_prompts == 0
+
+
+def test_a_mixed_batch_pairs_each_prompt_by_its_own_rule() -> None:
+    """Math (binary: random correct vs random incorrect) beside chat (scalar: best vs worst)."""
+    rewards = [[1.0, 0.0, 0.0], [0.3, 0.9, 0.1, 0.5]]
+    pairs, stats = select_dpo_pairs(rewards, ["binary", "scalar"], step_rng(0, 1))
+    assert [(p.prompt_idx, p.chosen_idx) for p in pairs] == [(0, 0), (1, 1)]
+    assert pairs[0].rejected_idx in (1, 2) and pairs[1].rejected_idx == 2
+    sets, _ = select_pair_sets(rewards, ["binary", "scalar"])
+    assert [(s.chosen, s.rejected) for s in sets] == [((0,), (1, 2)), ((1, 3), (0, 2))]
+    with pytest.raises(ValueError, match="binary reward must be 0.0, 1.0"):
+        select_dpo_pairs(rewards, ["binary", "binary"], step_rng(0, 1))
+    with pytest.raises(ValueError, match="1 reward kinds for 2 prompts"):
+        select_dpo_pairs(rewards, ["binary"], step_rng(0, 1))

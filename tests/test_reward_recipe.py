@@ -38,7 +38,7 @@ def chat_config(tmp_path: Path, reward_model_dir: Path):
 def test_chat_needs_a_reward_model(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     config.dataset.task = "chat"
-    with pytest.raises(ConfigError, match="dataset.task=chat needs reward.model"):
+    with pytest.raises(ConfigError, match=r"chat prompts \(dataset.task=chat or dataset.chat_paths\) need reward.model"):
         check_config(config)
 
 
@@ -62,3 +62,41 @@ def test_failed_reward_model_skips_steps_not_zero_rewards(ray_cluster, reward_mo
     for r in rows:
         assert math.isnan(r["Reward (chat)"])  # no reward could be computed: NaN, not a 0
         assert r["Failed Rewards"] == 16 and r["Skipped Prompts"] == 4 and r["Skipped Steps"] == 1
+
+
+def test_mixed_batches_route_each_prompt_to_its_reward(ray_cluster, reward_model_dir: Path, tmp_path: Path) -> None:
+    """§3.3: math and chat prompts in the same batches; math → Math-Verify (0/1), chat → the
+    reward model (scalar); metrics per task."""
+    config = chat_config(tmp_path, reward_model_dir)
+    config.dataset.chat_paths = config.dataset.paths
+    config.dataset.paths = [tmp_path / "train.jsonl"]  # the 64 math prompts tiny_config wrote
+    config.dataset.task = "math"
+    config.dataset.chat_fraction = 0.2  # 16 chat prompts beside 64 math ones
+    config.dataset.batch_size = 8
+    config.regime.num_steps = 3
+    config.regime.checkpoint_every_n_steps = None
+    rows = run_recipe(config, tmp_path / "out")
+    assert [r["Step"] for r in rows] == [1, 2, 3]
+    seen_chat = [r for r in rows if not math.isnan(r["Reward (chat)"])]
+    assert seen_chat, "no chat prompt in 3 batches of 8 drawn from 64 math + 16 chat"
+    for r in rows:
+        assert 0.0 <= r["Reward (math)"] <= 1.0 and r["Failed Rewards"] == 0
+    for r in seen_chat:
+        assert r["Reward (chat)"] not in (0.0, 1.0)  # a scalar reward-model score, not Math-Verify's
+
+
+def test_mix_keeps_the_requested_share_of_chat_prompts() -> None:
+    from fs2_semionline.data.jsonl import PromptExample
+    from fs2_semionline.recipes.preference_finetune import mix_tasks
+
+    def ex(task: str, i: int) -> PromptExample:
+        return PromptExample(f"{task}{i}", f"{task}{i}", [i], "1" if task == "math" else None, task, f"f:{i}")
+
+    math_ex = [ex("math", i) for i in range(100)]
+    chat_ex = [ex("chat", i) for i in range(100)]
+    mixed = mix_tasks(math_ex, chat_ex, 1 / 3, seed=0)  # the paper's 100k + 50k
+    assert sum(e.task == "chat" for e in mixed) == 50 and sum(e.task == "math" for e in mixed) == 100
+    mixed = mix_tasks(math_ex, chat_ex[:10], 0.5, seed=0)  # too few chat prompts: math is subsampled
+    assert sum(e.task == "chat" for e in mixed) == 10 and sum(e.task == "math" for e in mixed) == 10
+    assert mix_tasks(math_ex, chat_ex, 1 / 3, seed=0) == mix_tasks(math_ex, chat_ex, 1 / 3, seed=0)
+    assert len(mix_tasks(math_ex, chat_ex, None, seed=0)) == 200

@@ -23,6 +23,12 @@ class PromptDataSection:
     """``math``: verifiable, Figure 4 template, Math-Verify reward (binary, random correct vs
     incorrect pairs). ``chat``: non-verifiable, Figure 5 template, ``reward.model`` (scalar,
     best vs worst)."""
+    chat_paths: list[Path] = field(default_factory=list)
+    """Chat prompts (JSONL ``prompt``) mixed into the batches of a math run (§3.3, combined
+    task): each prompt is scored by its own reward and paired by its own rule."""
+    chat_fraction: float | None = None
+    """Share of chat prompts in the mix (paper: 50k WildChat of 150k = 1/3; the larger side is
+    subsampled with common.seed). null: every prompt of both."""
     pairs_path: Path | None = None
     """Offline DPO form (b): JSONL with ``prompt``, ``chosen``, ``rejected``; no generation."""
     batch_size: int = 8

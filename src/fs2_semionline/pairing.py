@@ -163,6 +163,16 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"reward kind must be 'binary' or 'scalar', got {kind!r}")
 
 
+def _kinds(kind: RewardKind | Sequence[RewardKind], num_prompts: int) -> list[RewardKind]:
+    """One kind per prompt: a mixed batch holds math (binary) and chat (scalar) prompts."""
+    kinds: list[RewardKind] = [kind] * num_prompts if isinstance(kind, str) else list(kind)  # type: ignore[list-item]
+    if len(kinds) != num_prompts:
+        raise ValueError(f"{len(kinds)} reward kinds for {num_prompts} prompts")
+    for k in set(kinds):
+        _check_kind(k)
+    return kinds
+
+
 def _valid_rewards(
     group: Sequence[float | None], prompt_idx: int, kind: RewardKind
 ) -> tuple[list[tuple[int, float]], int]:
@@ -208,7 +218,7 @@ def _degenerate(valid: list[tuple[int, float]], kind: RewardKind) -> str | None:
 
 
 def select_dpo_pairs(
-    rewards: Rewards, kind: RewardKind, rng: random.Random
+    rewards: Rewards, kind: RewardKind | Sequence[RewardKind], rng: random.Random
 ) -> tuple[list[Pair], PairingStats]:
     """At most one DPO pair per prompt, in prompt order.
 
@@ -216,12 +226,12 @@ def select_dpo_pairs(
     the incorrect ones. scalar: chosen = a highest-scored rollout, rejected = a
     lowest-scored one, each uniformly among its ties. Each prompt takes exactly
     one draw from ``rng`` (see module docstring), so results depend only on
-    ``rewards`` and the state of ``rng``.
+    ``rewards`` and the state of ``rng``. ``kind`` may give one kind per prompt.
     """
-    _check_kind(kind)
+    kinds = _kinds(kind, len(rewards))
     stats = PairingStats(num_prompts=len(rewards))
     pairs: list[Pair] = []
-    for i, group in enumerate(rewards):
+    for i, (group, kind) in enumerate(zip(rewards, kinds)):
         prompt_rng = random.Random(rng.getrandbits(64))  # drawn even if skipped
         valid, failed = _valid_rewards(group, i, kind)
         stats.num_failed_rewards += failed
@@ -249,7 +259,9 @@ def select_dpo_pairs(
 # GroupDPO
 
 
-def select_pair_sets(rewards: Rewards, kind: RewardKind) -> tuple[list[PairSet], PairingStats]:
+def select_pair_sets(
+    rewards: Rewards, kind: RewardKind | Sequence[RewardKind]
+) -> tuple[list[PairSet], PairingStats]:
     """All chosen-side and all rejected-side rollouts per prompt (deterministic, no RNG).
 
     binary: (all correct, all incorrect). scalar: rollouts strictly above the
@@ -257,12 +269,13 @@ def select_pair_sets(rewards: Rewards, kind: RewardKind) -> tuple[list[PairSet],
     to the mean are on neither side (no preference to learn from them). The mean
     is computed exactly (fractions), so "equal to the mean" has no rounding
     error. For binary rewards the scalar rule gives the same sets. Both sides are
-    non-empty whenever the valid rewards are not all equal.
+    non-empty whenever the valid rewards are not all equal. ``kind`` may give one
+    kind per prompt.
     """
-    _check_kind(kind)
+    kinds = _kinds(kind, len(rewards))
     stats = PairingStats(num_prompts=len(rewards))
     sets: list[PairSet] = []
-    for i, group in enumerate(rewards):
+    for i, (group, kind) in enumerate(zip(rewards, kinds)):
         valid, failed = _valid_rewards(group, i, kind)
         stats.num_failed_rewards += failed
         reason = _degenerate(valid, kind)

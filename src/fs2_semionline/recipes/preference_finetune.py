@@ -48,7 +48,7 @@ from fs2_semionline.config import (
     RewardSection,
     RolloutGeneratorSection,
 )
-from fs2_semionline.data.jsonl import LoadReport, load_pairs, load_prompts
+from fs2_semionline.data.jsonl import LoadReport, PromptExample, load_pairs, load_prompts
 from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.generation.factory import create_generator
@@ -121,8 +121,16 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
                 "dataset.pairs_path (offline DPO from fixed pairs) needs loss.name=dpo and "
                 f"generator.sync_every_n_steps=null, got loss.name={config.loss.name}, sync_every_n_steps={s}"
             )
-    if config.dataset.task == "chat" and not config.reward.model:
-        raise ConfigError("dataset.task=chat needs reward.model (an asset card name or a local HF folder)")
+    if (config.dataset.task == "chat" or config.dataset.chat_paths) and not config.reward.model:
+        raise ConfigError(
+            "chat prompts (dataset.task=chat or dataset.chat_paths) need reward.model "
+            "(an asset card name or a local HF folder)"
+        )
+    if config.dataset.chat_paths and config.dataset.task != "math":
+        raise ConfigError("dataset.chat_paths mixes chat prompts into a math run: it needs dataset.task=math")
+    fraction = config.dataset.chat_fraction
+    if fraction is not None and not 0.0 < fraction < 1.0:
+        raise ConfigError(f"dataset.chat_fraction must be in (0, 1) or null, got {fraction}")
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
 
@@ -133,6 +141,24 @@ class _RestoreThreads:
 
     def close(self) -> None:
         torch.set_num_threads(self._threads)
+
+
+def mix_tasks(
+    math_examples: list[PromptExample], chat_examples: list[PromptExample], chat_fraction: float | None, *, seed: int
+) -> list[PromptExample]:
+    """Math and chat prompts in one list (the reader shuffles them together); with a
+    fraction, the larger side is subsampled (seeded) so chat is that share of the mix."""
+    import random
+
+    if chat_fraction is not None and math_examples and chat_examples:
+        rng = random.Random(seed)
+        want_chat = round(len(math_examples) * chat_fraction / (1 - chat_fraction))
+        if want_chat <= len(chat_examples):
+            chat_examples = rng.sample(chat_examples, want_chat)
+        else:
+            want_math = round(len(chat_examples) * (1 - chat_fraction) / chat_fraction)
+            math_examples = rng.sample(math_examples, want_math)
+    return math_examples + chat_examples
 
 
 def share_cpu_with_generator(config: PreferenceFinetuneConfig) -> _RestoreThreads:
@@ -198,12 +224,19 @@ class PreferenceFinetuneRecipe(Recipe):
         if max_prompt_len is None:
             max_prompt_len = int(getattr(policy_module, "max_seq_len")) - config.generator.max_gen_len
         report = LoadReport()
-        task = config.dataset.task
-        examples = load_prompts(
-            config.dataset.paths, task=task, template=verifiable_prompt if task == "math" else non_verifiable_prompt,
-            encode=lambda text: encoder(text).tolist(), max_prompt_len=max_prompt_len,
-            require_answer=task == "math", report=report,
-        )  # fmt: skip
+        def load(paths: list[Path], task: str) -> list[PromptExample]:
+            return load_prompts(
+                paths, task=task, template=verifiable_prompt if task == "math" else non_verifiable_prompt,
+                encode=lambda text: encoder(text).tolist(), max_prompt_len=max_prompt_len,
+                require_answer=task == "math", report=report,
+            )  # fmt: skip
+
+        examples = load(config.dataset.paths, config.dataset.task)
+        if config.dataset.chat_paths:
+            check_data_files("dataset.chat_paths", config.dataset.chat_paths)
+            chat = load(config.dataset.chat_paths, "chat")
+            examples = mix_tasks(examples, chat, config.dataset.chat_fraction, seed=config.common.seed)
+        tasks = frozenset(e.task for e in examples)
         if len(examples) < config.dataset.batch_size:
             raise ConfigError(f"dataset.paths: {len(examples)} usable prompts, fewer than one batch ({report.as_dict()})")
         reader = self._reader(context, config, examples, PromptBatch)
@@ -238,10 +271,10 @@ class PreferenceFinetuneRecipe(Recipe):
             generator = owner if dp_gang.size == 1 else GangGenerator(dp_gang, owner)
             closables.insert(0, generator)
             scorer, reward_model = None, None
-            if task == "math":
+            if "math" in tasks:
                 scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
                 closables.insert(0, scorer)
-            else:
+            if "chat" in tasks:
                 if not any(isinstance(c, RayCluster) for c in closables):
                     cluster = RayCluster(config.ray)
                     cluster.start()
@@ -250,7 +283,7 @@ class PreferenceFinetuneRecipe(Recipe):
                 closables.insert(0, reward_model)
             unit = PreferenceUnit(
                 context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
-                reward_model=reward_model, task=task,
+                reward_model=reward_model, tasks=tasks,
                 generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
                 seed=config.common.seed, device=torch.device(str(device)),
             )  # fmt: skip

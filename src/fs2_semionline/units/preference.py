@@ -150,7 +150,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         tokenizer: Tokenizer,
         *,
         reward_model: Any = None,
-        task: str = "math",
+        tasks: frozenset[str] = frozenset({"math"}),
         generator_config: RolloutGeneratorSection,
         loss_config: LossSection,
         reference_sync: ReferenceSyncSection,
@@ -163,10 +163,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._generator = generator
         self._scorer = scorer
         self._reward_model = reward_model  # RayRewardScorer for chat prompts
-        self._task = task
-        # Math-Verify rewards are 0/1 (pair a random correct with a random incorrect
-        # response); reward-model rewards are scalars (pair the best with the worst).
-        self._reward_kind: RewardKind = "scalar" if task == "chat" else "binary"
+        self._tasks = tasks  # the tasks the data holds; a batch may mix them
         pad_idx = tokenizer.vocab_info.pad_idx
         eos_idx = tokenizer.vocab_info.eos_idx
         if pad_idx is None or eos_idx is None:
@@ -196,7 +193,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 skip.add("nll_loss")
             if name != "group_dpo_grpo":
                 skip.add("grpo_loss")
-        skip.add("reward/chat" if self._task == "math" else "reward/math")
+        skip |= {f"reward/{t}" for t in ("math", "chat") if t not in self._tasks}
         if self._generator is None:  # pairs from a file: nothing generated, nothing rewarded
             skip |= {"reward", "reward/math", "reward/chat", "rollout_len", "skipped_prompts", "failed_rewards", "version_lag",
                      "generate_seconds", "reward_seconds", "sync_seconds"}  # fmt: skip
@@ -238,7 +235,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         start = time.perf_counter()
         rewards = self._score(examples, rollouts)
         self._update(metric_bag, "reward_seconds", time.perf_counter() - start)
-        self._log_rewards(metric_bag, rollouts, rewards)
+        self._log_rewards(metric_bag, examples, rollouts, rewards)
 
         start = time.perf_counter()
         loss, num_items = self._loss_for(examples, rollouts, rewards, metric_bag)
@@ -289,17 +286,32 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
 
     def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
-        """One reward per rollout; ``None`` = failed (never 0): masked and counted downstream."""
-        responses = [c.text for cs in rollouts for c in cs]
-        if self._task == "chat":
-            assert self._reward_model is not None
-            flat = self._reward_model.score([e.text for e, cs in zip(examples, rollouts) for _ in cs], responses)
-        else:
-            golds = [str(e.answer) for e, cs in zip(examples, rollouts) for _ in cs]
-            assert self._scorer is not None
-            flat = self._scorer.score(responses, golds).rewards
-        n = self._gen.num_rollouts
-        return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
+        """One reward per rollout, each prompt routed to its task's reward: math → Math-Verify
+        (0/1), chat → the reward model (scalar). ``None`` = failed (never 0): masked and
+        counted downstream."""
+        rewards: list[list[float | None]] = [[None] * len(cs) for cs in rollouts]
+        for task in ("math", "chat"):
+            rows = [i for i, e in enumerate(examples) if e.task == task]
+            if not rows:
+                continue
+            responses = [c.text for i in rows for c in rollouts[i]]
+            if task == "chat":
+                assert self._reward_model is not None, "chat prompts need reward.model"
+                flat = self._reward_model.score([examples[i].text for i in rows for _ in rollouts[i]], responses)
+            else:
+                assert self._scorer is not None
+                flat = self._scorer.score(responses, [str(examples[i].answer) for i in rows for _ in rollouts[i]]).rewards
+            start = 0
+            for i in rows:
+                rewards[i] = list(flat[start : start + len(rollouts[i])])
+                start += len(rollouts[i])
+        return rewards
+
+    @staticmethod
+    def _reward_kinds(examples: Sequence[PromptExample]) -> list[RewardKind]:
+        """Math-Verify rewards are 0/1 (pair a random correct with a random incorrect
+        rollout); reward-model rewards are scalars (pair the best with the worst)."""
+        return ["scalar" if e.task == "chat" else "binary" for e in examples]
 
     def _loss_for(
         self,
@@ -310,12 +322,12 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
     ) -> tuple[Tensor, int]:
         name = self._loss.name
         if name == "dpo":
-            pairs, stats = select_dpo_pairs(rewards, self._reward_kind, step_rng(self._seed, self._step_nr))
+            pairs, stats = select_dpo_pairs(rewards, self._reward_kinds(examples), step_rng(self._seed, self._step_nr))
             picks = [(p.prompt_idx, p.chosen_idx) for p in pairs] + [(p.prompt_idx, p.rejected_idx) for p in pairs]
             groups: list[tuple[list[int], list[int]]] = []
             advantages: list[float] = []
         elif name in ("group_dpo", "group_dpo_grpo"):
-            sets, stats = select_pair_sets(rewards, self._reward_kind)
+            sets, stats = select_pair_sets(rewards, self._reward_kinds(examples))
             picks, groups = [], []
             for s in sets:
                 first = len(picks)
@@ -448,13 +460,13 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
             metric_bag.get(name, kls).update(value)  # type: ignore[arg-type]
 
     def _log_rewards(
-        self, metric_bag: MetricBag, rollouts: list[list[Completion]], rewards: list[list[float | None]]
-    ) -> None:
-        valid = [r for row in rewards for r in row if r is not None]
-        if valid:
-            mean = sum(valid) / len(valid)
-            self._update(metric_bag, "reward", mean, len(valid))
-            self._update(metric_bag, f"reward/{self._task}", mean, len(valid))
+        self, metric_bag: MetricBag, examples: Sequence[PromptExample], rollouts: list[list[Completion]],
+        rewards: list[list[float | None]],
+    ) -> None:  # fmt: skip
+        for task in (None, "math", "chat"):
+            valid = [r for e, row in zip(examples, rewards) if task in (None, e.task) for r in row if r is not None]
+            if valid:
+                self._update(metric_bag, "reward" if task is None else f"reward/{task}", sum(valid) / len(valid), len(valid))
         lens = [len(c.token_ids) for cs in rollouts for c in cs]
         self._update(metric_bag, "rollout_len", sum(lens) / len(lens), len(lens))
 
