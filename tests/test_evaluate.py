@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
 CLI = [sys.executable, "-m", "fs2_semionline.cli"]
+# One intra-op thread: on 2 cores shared with other jobs, 2 OpenMP threads make the tiny
+# model's sampler many times slower (spinning threads wait for each other).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 @pytest.fixture(scope="module")

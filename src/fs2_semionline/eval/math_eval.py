@@ -23,6 +23,8 @@ class MathEvalResult:
     mean_response_len: float  # in tokens
     num_unfinished: int  # hit max_gen_len before EOS
     records: list[dict[str, object]]  # one per (problem, sample), for the result file
+    rewards: list[list[float | None]]  # [problem][sample]: kept so sets can be pooled exactly
+    num_response_tokens: int
 
     def summary(self) -> dict[str, object]:
         return {
@@ -83,4 +85,28 @@ def evaluate_math(
         mean_response_len=sum(lengths) / len(lengths),
         num_unfinished=num_unfinished,
         records=records,
+        rewards=rewards,
+        num_response_tokens=sum(lengths),
+    )
+
+
+def pool_math_results(results: Sequence[MathEvalResult]) -> MathEvalResult:
+    """All eval sets as one: sample set k spans the k-th completion of every problem of
+    every set, so the overall accuracy weighs problems, not sets (as one pooled file would)."""
+    if not results:
+        raise ValueError("no results to pool")
+    if len({r.num_samples for r in results}) != 1:
+        raise ValueError("the sets to pool were sampled with different num_samples")
+    rewards = [row for r in results for row in r.rewards]
+    num_tokens = sum(r.num_response_tokens for r in results)
+    num_responses = sum(r.num_problems * r.num_samples for r in results)
+    return MathEvalResult(
+        accuracy=accuracy_over_sample_sets(rewards),
+        num_problems=len(rewards),
+        num_samples=results[0].num_samples,
+        mean_response_len=num_tokens / num_responses,
+        num_unfinished=sum(r.num_unfinished for r in results),
+        records=[record for r in results for record in r.records],
+        rewards=rewards,
+        num_response_tokens=num_tokens,
     )

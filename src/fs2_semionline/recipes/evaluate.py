@@ -1,11 +1,24 @@
-"""``lm evaluate``: sampled accuracy on verifiable prompts, as the paper reports it.
+"""``lm evaluate``: the paper's evaluations, math (scored here) and chat (exported).
 
-N completions per test prompt (temperature 0.6, top-p 0.9 by default, §3), each scored
-by Math-Verify in a process pool; the result is the mean accuracy over the N sample
-sets and its standard error (Table 1), the mean response length and the number of
-failed rewards. Writes ``OUT_DIR/results.json`` and ``OUT_DIR/generations.jsonl``.
+``dataset.task=math``: N completions per test prompt (temperature 0.6, top-p 0.9,
+N = 50 by default, §3), each scored by Math-Verify in a process pool; the result is
+the mean accuracy over the N sample sets and its standard error (Table 1), the mean
+response length and the number of failed rewards.
+
+``dataset.task=chat``: one answer per prompt by default (Figure 5 template, same
+sampling), no score; the answers are exported for AlpacaEval 2.0 and Arena-Hard, whose
+GPT-4 judges run outside this package (see :mod:`fs2_semionline.eval.chat_eval`).
+
+Every file of ``dataset.paths`` is one eval set (Math500, AMC23, NuminaMath test, ...),
+sampled with the sampler seeded afresh by ``common.seed``, so its numbers equal a run on
+that file alone. ``OUT_DIR/results.json`` holds the pooled result at the top level (the
+keys a single-file run has always written) and one entry per set under ``sets``;
+``OUT_DIR/generations.jsonl`` holds every sample. Chat runs also write
+``alpaca_eval.json`` and ``arena_hard.jsonl`` (all sets), and with several files the
+same two per set in ``OUT_DIR/sets/<file stem>/``.
 
     fs2-semionline lm evaluate OUT_DIR --preset eval_tiny_math
+    fs2-semionline lm evaluate OUT_DIR --preset eval_math500 --config 'dataset.paths=[math500.jsonl]'
     python -m fs2_semionline.recipes.evaluate OUT_DIR --config model.name=tiny_math_sft
 """
 
@@ -13,45 +26,77 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-import torch
+from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.logging import log
 from fairseq2.models.clm import CausalLM
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.recipe.config import CommonSection, GangSection, ReferenceModelSection, TokenizerSection
-from fairseq2.task import Task
 from fairseq2.runtime.dependency import DependencyContainer
+from fairseq2.task import Task
 from typing_extensions import override
 
-from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
-from fs2_semionline.recipes import run_cli
-
 from fs2_semionline.config import RewardSection
-from fs2_semionline.data.jsonl import LoadReport, load_prompts
-from fs2_semionline.data.templates import verifiable_prompt
-from fs2_semionline.eval.math_eval import evaluate_math
+from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
+from fs2_semionline.eval.chat_eval import ChatIds, chat_summary, generation_records, read_chat_ids, write_exports
+from fs2_semionline.eval.math_eval import pool_math_results
+from fs2_semionline.eval.sets import (
+    EvalSet,
+    drop_long_prompts,
+    evaluate_math_sets,
+    generate_chat_sets,
+    load_eval_sets,
+    pooled_report,
+)
 from fs2_semionline.generation.protocol import SamplingConfig
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.recipes import run_cli
 from fs2_semionline.rewards.math_verify import MathVerifyPool
+
+DEFAULT_NUM_SAMPLES = {"math": 50, "chat": 1}
 
 
 @dataclass(kw_only=True)
 class EvalDataSection:
+    """The eval sets: one JSONL file each, reported one by one and pooled."""
+
     paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "test.jsonl"])
-    """JSONL files with ``prompt`` and ``answer`` fields."""
+    """JSONL files, one eval set each: ``prompt`` and ``answer`` (math); ``prompt`` and
+    optional ``question_id``/``id`` and ``dataset`` (chat)."""
+    task: Literal["math", "chat"] = "math"
+    """``math``: Figure 4 template, Math-Verify accuracy. ``chat``: Figure 5 template,
+    generation only, exported for AlpacaEval 2.0 and Arena-Hard."""
     max_prompt_len: int | None = None
     """Longer prompts are counted skips. Default: the model's max_seq_len − max_gen_len."""
 
 
 @dataclass(kw_only=True)
 class EvalSamplingSection:
-    num_samples: int = 50
+    """How answers are sampled (paper §3: temperature 0.6, top-p 0.9)."""
+
+    num_samples: int | None = None
+    """Samples per prompt. Default: 50 for math (paper §3), 1 for chat."""
     temperature: float = 0.6
+    """Paper §3 evaluation temperature (0 = greedy)."""
     top_p: float = 0.9
+    """Paper §3 evaluation nucleus mass."""
     max_gen_len: int = 1024
+    """Answer length limit in tokens; an answer cut by it counts in num_unfinished."""
     batch_size: int = 32
+    """Prompts per sampler call (memory knob). It shapes the RNG stream, so keep it fixed
+    when comparing runs sample for sample."""
+
+
+@dataclass(kw_only=True)
+class EvalExportSection:
+    """Chat exports for the external judges."""
+
+    model_name: str | None = None
+    """AlpacaEval ``generator`` and Arena-Hard ``model_id``. Default: model.name (or model.path)."""
 
 
 @dataclass(kw_only=True)
@@ -65,88 +110,178 @@ class EvaluateConfig:
     dataset: EvalDataSection = field(default_factory=EvalDataSection)
     sampling: EvalSamplingSection = field(default_factory=EvalSamplingSection)
     reward: RewardSection = field(default_factory=RewardSection)
+    export: EvalExportSection = field(default_factory=EvalExportSection)
     gang: GangSection = field(default_factory=GangSection)
     common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
 
 
-class MathEvalTask(Task):
-    """Runs once: load prompts, sample, score, write the result files."""
+def _write_jsonl(path: Path, records: Iterable[dict[str, object]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+class EvalTask(Task):
+    """Runs once: load prompts, sample, score or export, write the result files."""
 
     def __init__(self, context: RecipeContext) -> None:
         self._context = context
         self._config = context.get_config_as(EvaluateConfig)
         self._step_nr = 0
 
+    @property
+    def _model_name(self) -> str:
+        model = self._config.model
+        return model.name or str(model.path)
+
+    @property
+    def _num_samples(self) -> int:
+        n = self._config.sampling.num_samples
+        n = DEFAULT_NUM_SAMPLES[self._config.dataset.task] if n is None else n
+        if n < 1:
+            raise ConfigError(f"sampling.num_samples must be >= 1, got {n}")
+        return n
+
+    @property
+    def _sampling(self) -> SamplingConfig:
+        s = self._config.sampling
+        return SamplingConfig(s.temperature, s.top_p, s.max_gen_len)
+
     @override
     def run(self) -> None:
         config, context = self._config, self._context
-        # Check the data before the model loads: a typo must not cost a model download.
+        # Check paths and every data line before the model loads: a typo or a bad line
+        # must not cost a model download.
         check_data_files("dataset.paths", config.dataset.paths)
-        model = context.get_model_as(CausalLM)
+        num_samples = self._num_samples
         tokenizer = context.get_tokenizer()
         encoder = tokenizer.create_raw_encoder()
+        sets = load_eval_sets(config.dataset.paths, task=config.dataset.task, encode=lambda t: encoder(t).tolist())
+        chat_ids: dict[str, ChatIds] = {}
+        if config.dataset.task == "chat":
+            for s in sets:
+                chat_ids.update(read_chat_ids(s.path))
+        model = context.get_model_as(CausalLM)
         max_prompt_len = config.dataset.max_prompt_len
         if max_prompt_len is None:
             max_prompt_len = int(getattr(model, "max_seq_len")) - config.sampling.max_gen_len
-        report = LoadReport()
-        examples = load_prompts(
-            config.dataset.paths,
-            task="math",
-            template=verifiable_prompt,
-            encode=lambda text: encoder(text).tolist(),
-            max_prompt_len=max_prompt_len,
-            require_answer=True,
-            report=report,
-        )
-        if not examples:
-            raise ConfigError(f"dataset.paths: no usable prompts in {config.dataset.paths} ({report.as_dict()})")
-        if report.num_skipped:
-            log.warning("Skipped {} of {} prompts: {}", report.num_skipped, report.num_read, dict(report.skipped))
-        s = config.sampling
-        torch.manual_seed(config.common.seed)
+        for s in sets:
+            drop_long_prompts(s, max_prompt_len)
+            if not s.examples:
+                raise ConfigError(f"dataset.paths: no usable prompts in {s.path} ({s.report.as_dict()})")
+            if s.report.num_skipped:
+                log.warning("{}: skipped {} of {} prompts: {}", s.path, s.report.num_skipped, s.report.num_read, dict(s.report.skipped))  # fmt: skip
         start = time.perf_counter()
-        with MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s) as pool:
-            result = evaluate_math(
-                model,
-                tokenizer,
-                examples,
-                pool,
-                num_samples=s.num_samples,
-                sampling=SamplingConfig(s.temperature, s.top_p, s.max_gen_len),
-                batch_size=s.batch_size,
-            )
-        summary = {
-            **result.summary(),
-            "model": config.model.name or str(config.model.path),
-            "data": [str(p) for p in config.dataset.paths],
+        if config.dataset.task == "math":
+            self._run_math(model, tokenizer, sets, num_samples, start)
+        else:
+            self._run_chat(model, tokenizer, sets, chat_ids, num_samples, start)
+        self._step_nr = 1
+
+    def _common_summary(self, sets: list[EvalSet]) -> dict[str, object]:
+        s = self._config.sampling
+        return {
+            "task": self._config.dataset.task,
+            "model": self._model_name,
+            "data": [str(p) for p in self._config.dataset.paths],
             "temperature": s.temperature,
             "top_p": s.top_p,
-            "prompts": report.as_dict(),
+            "max_gen_len": s.max_gen_len,
+            "seed": self._config.common.seed,
+            "prompts": pooled_report(sets).as_dict(),
+        }
+
+    def _run_math(
+        self, model: CausalLM, tokenizer: Tokenizer, sets: list[EvalSet], num_samples: int, start: float
+    ) -> None:
+        config, context = self._config, self._context
+        with MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s) as pool:
+            results = evaluate_math_sets(
+                model, tokenizer, sets, pool, seed=config.common.seed, num_samples=num_samples,
+                sampling=self._sampling, batch_size=config.sampling.batch_size,
+            )  # fmt: skip
+        overall = pool_math_results(results)
+        report = pooled_report(sets)
+        summary = {
+            **overall.summary(),
+            **self._common_summary(sets),
+            "sets": [{**s.describe(), **r.summary(), "prompts": s.report.as_dict()} for s, r in zip(sets, results)],
             "seconds": round(time.perf_counter() - start, 2),
         }
         out_dir = context.output_dir
         (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-        with (out_dir / "generations.jsonl").open("w", encoding="utf-8") as f:
-            for record in result.records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        _write_jsonl(out_dir / "generations.jsonl", overall.records)
         context.metric_recorder.record_metric_values(
             "eval/math",
             {
-                "accuracy": result.accuracy.mean,
-                "accuracy_stderr": result.accuracy.stderr,
-                "mean_response_len": result.mean_response_len,
-                "num_failed_rewards": result.accuracy.num_failed,
+                "accuracy": overall.accuracy.mean,
+                "accuracy_stderr": overall.accuracy.stderr,
+                "mean_response_len": overall.mean_response_len,
+                "num_failed_rewards": overall.accuracy.num_failed,
                 "num_skipped_prompts": report.num_skipped,
             },
             step_nr=0,
         )
         log.info(
-            "Accuracy {} (mean ± s.e. over {} sample sets, {} problems); mean response length {:.1f} tokens; "
-            "{} failed rewards; {} skipped prompts. Results: {}",
-            result.accuracy, s.num_samples, result.num_problems, result.mean_response_len,
-            result.accuracy.num_failed, report.num_skipped, out_dir / "results.json",
+            "Accuracy {} (mean ± s.e. over {} sample sets, {} problems in {} set(s)); mean response length {:.1f} "
+            "tokens; {} failed rewards; {} skipped prompts. Results: {}",
+            overall.accuracy, num_samples, overall.num_problems, len(sets), overall.mean_response_len,
+            overall.accuracy.num_failed, report.num_skipped, out_dir / "results.json",
         )  # fmt: skip
-        self._step_nr = 1
+
+    def _run_chat(
+        self,
+        model: CausalLM,
+        tokenizer: Tokenizer,
+        sets: list[EvalSet],
+        chat_ids: dict[str, ChatIds],
+        num_samples: int,
+        start: float,
+    ) -> None:
+        config, context = self._config, self._context
+        name = config.export.model_name or self._model_name
+        per_set = generate_chat_sets(
+            model, tokenizer, sets, chat_ids, seed=config.common.seed, num_samples=num_samples,
+            sampling=self._sampling, batch_size=config.sampling.batch_size,
+        )  # fmt: skip
+        generations = [g for gs in per_set for g in gs]
+        if num_samples > 1:
+            log.warning("alpaca_eval.json holds the first of the {} samples per prompt", num_samples)
+        out_dir = context.output_dir
+        exports = write_exports(out_dir, generations, name)
+        set_entries = []
+        for s, gs in zip(sets, per_set):
+            entry = {**s.describe(), **chat_summary(gs), "prompts": s.report.as_dict()}
+            if len(sets) > 1:
+                entry["exports"] = write_exports(out_dir / "sets" / s.name, gs, name)
+            set_entries.append(entry)
+        report = pooled_report(sets)
+        overall = chat_summary(generations)
+        summary = {
+            **overall,
+            **self._common_summary(sets),
+            "generator": name,
+            "exports": exports,
+            "sets": set_entries,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_jsonl(out_dir / "generations.jsonl", generation_records(generations))
+        context.metric_recorder.record_metric_values(
+            "eval/chat",
+            {
+                "mean_response_len": overall["mean_response_len"],
+                "num_unfinished": overall["num_unfinished"],
+                "num_skipped_prompts": report.num_skipped,
+            },
+            step_nr=0,
+        )
+        log.info(
+            "{} answers to {} prompts in {} set(s) (mean length {:.1f} tokens, {} unfinished). "
+            "For AlpacaEval 2.0: {}; for Arena-Hard: {}",
+            len(generations) * num_samples, len(generations), len(sets), overall["mean_response_len"],
+            overall["num_unfinished"], exports["alpaca_eval"], exports["arena_hard"],
+        )  # fmt: skip
 
     @override
     def request_stop(self) -> None:
@@ -169,7 +304,7 @@ class EvaluateRecipe(Recipe):
 
     @override
     def create_task(self, context: RecipeContext) -> Task:
-        return MathEvalTask(context)
+        return EvalTask(context)
 
     @property
     @override
