@@ -31,3 +31,7 @@ def test_preset_is_a_valid_config(preset, tiny_tokenizer) -> None:  # tiny_token
         assert raw["optimizer"]["config"]["eps"] == 1e-8 and config.trainer.max_grad_norm == 0.1
         assert config.loss.beta == (0.001 if config.loss.name == "grpo" else 0.01)
         assert config.reference_sync.mode == "frozen" and config.generator.max_gen_len == 1024
+    if preset.name == "mixed_online_dpo":  # Table 4, combined from the seed
+        assert config.dataset.task == "math" and config.reward.model == "athene_rm_8b"
+        assert config.loss.beta == 0.01 and raw["optimizer"]["config"]["eps"] == 1e-5
+        assert config.generator.sync_every_n_steps == 1 and config.dataset.batch_size == 32
