@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ METHODS: list[tuple[str, str, list[str]]] = [
 
 
 def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_").replace("__", "_")
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def _evaluate(out_dir: Path, num_samples: int, checkpoint: Path | None) -> dict[str, float]:

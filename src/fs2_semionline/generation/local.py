@@ -60,7 +60,10 @@ def sample_completions(
             for hyps in output.hypotheses:
                 completions = []
                 for hyp in hyps:
-                    ids = hyp.seq.tolist()
+                    # fairseq2 caps a padded batch at its longest prompt + max_gen_len, so a
+                    # shorter prompt's completion can run longer: cut it to max_gen_len tokens
+                    # (EOS included, as vLLM's max_tokens counts it).
+                    ids = hyp.seq.tolist()[: sampling.max_gen_len]
                     finished = bool(ids) and ids[-1] == vocab.eos_idx
                     if finished:
                         ids = ids[:-1]
