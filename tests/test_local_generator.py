@@ -21,3 +21,13 @@ def test_completions_of_short_prompts_are_cut_at_max_gen_len(tiny_model, tiny_to
             assert len(c.token_ids) + c.finished <= 6  # EOS counts, as in vLLM's max_tokens
             if len(c.token_ids) == 6:
                 assert not c.finished
+
+
+def test_rollout_text_has_no_special_tokens_whatever_was_decoded_before(tiny_tokenizer) -> None:
+    """fairseq2 0.8.1 caches the first decoder regardless of skip_special_tokens."""
+    from fs2_semionline.generation.local import text_decoder
+
+    ids = tiny_tokenizer.encode(verifiable_prompt("What is 2 plus 3?"))
+    assert tiny_tokenizer.decode(ids).startswith("<|begin_of_text|>")  # a plain decode first
+    assert not text_decoder(tiny_tokenizer)(ids).startswith("<|begin_of_text|>")
+    assert tiny_tokenizer.decode(ids).startswith("<|begin_of_text|>")  # and it did not change decode

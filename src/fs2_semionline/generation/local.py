@@ -9,12 +9,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.data.tokenizers import TokenDecoder, Tokenizer
 from fairseq2.generation.sampling import SamplingSequenceGenerator, TopKSampler, TopPSampler
 from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
+
+
+def text_decoder(tokenizer: Tokenizer) -> TokenDecoder:
+    """A decoder that drops special tokens.
+
+    fairseq2 0.8.1's ``HgTokenizer.create_decoder`` caches the first decoder it makes and
+    returns it whatever ``skip_special_tokens`` a later call asks for, so after any plain
+    ``decode`` the rollouts' text would keep special tokens. Build our own instead.
+    """
+    from fairseq2.data.tokenizers.hg import HuggingFaceTokenDecoder
+    from fairseq2.models.hg.tokenizer import HgTokenizer
+
+    if isinstance(tokenizer, HgTokenizer):
+        return HuggingFaceTokenDecoder(tokenizer._model, skip_special_tokens=True)
+    return tokenizer.create_decoder(skip_special_tokens=True)
 
 
 @torch.inference_mode()
@@ -44,7 +59,7 @@ def sample_completions(
         max_gen_len=sampling.max_gen_len,
         temperature=1.0 if greedy else sampling.temperature,
     )
-    decoder = tokenizer.create_decoder(skip_special_tokens=True)
+    decoder = text_decoder(tokenizer)
     results: list[list[Completion]] = []
     was_training = model.training
     model.eval()
