@@ -213,6 +213,20 @@ def _degenerate(valid: list[tuple[int, float]], kind: RewardKind) -> str | None:
     return "all_equal"
 
 
+def _usable(
+    group: Sequence[float | None], prompt_idx: int, kind: RewardKind, stats: PairingStats
+) -> list[tuple[int, float]] | None:
+    """The valid (rollout index, reward) pairs of a group that gives a training signal;
+    None for a degenerate group. Failures and skips are counted in ``stats``."""
+    valid, failed = _valid_rewards(group, prompt_idx, kind)
+    stats.num_failed_rewards += failed
+    reason = _degenerate(valid, kind)
+    if reason is not None:
+        stats.skipped[reason] += 1
+        return None
+    return valid
+
+
 # ---------------------------------------------------------------------------
 # DPO
 
@@ -231,15 +245,12 @@ def select_dpo_pairs(
     kinds = _kinds(kind, len(rewards))
     stats = PairingStats(num_prompts=len(rewards))
     pairs: list[Pair] = []
-    for i, (group, kind) in enumerate(zip(rewards, kinds)):
+    for i, (group, group_kind) in enumerate(zip(rewards, kinds)):
         prompt_rng = random.Random(rng.getrandbits(64))  # drawn even if skipped
-        valid, failed = _valid_rewards(group, i, kind)
-        stats.num_failed_rewards += failed
-        reason = _degenerate(valid, kind)
-        if reason is not None:
-            stats.skipped[reason] += 1
+        valid = _usable(group, i, group_kind, stats)
+        if valid is None:
             continue
-        if kind == "binary":
+        if group_kind == "binary":
             best = [j for j, v in valid if v == 1.0]
             worst = [j for j, v in valid if v == 0.0]
         else:
@@ -275,14 +286,11 @@ def select_pair_sets(
     kinds = _kinds(kind, len(rewards))
     stats = PairingStats(num_prompts=len(rewards))
     sets: list[PairSet] = []
-    for i, (group, kind) in enumerate(zip(rewards, kinds)):
-        valid, failed = _valid_rewards(group, i, kind)
-        stats.num_failed_rewards += failed
-        reason = _degenerate(valid, kind)
-        if reason is not None:
-            stats.skipped[reason] += 1
+    for i, (group, group_kind) in enumerate(zip(rewards, kinds)):
+        valid = _usable(group, i, group_kind, stats)
+        if valid is None:
             continue
-        if kind == "binary":
+        if group_kind == "binary":
             chosen = tuple(j for j, v in valid if v == 1.0)
             rejected = tuple(j for j, v in valid if v == 0.0)
         else:
@@ -314,12 +322,9 @@ def grpo_advantages(
     stats = PairingStats(num_prompts=len(rewards))
     out: list[list[float | None]] = []
     for i, group in enumerate(rewards):
-        valid, failed = _valid_rewards(group, i, "scalar")
-        stats.num_failed_rewards += failed
         advantages: list[float | None] = [None] * len(group)
-        reason = _degenerate(valid, "scalar")
-        if reason is not None:
-            stats.skipped[reason] += 1
+        valid = _usable(group, i, "scalar", stats)
+        if valid is None:
             out.append(advantages)
             continue
         n = len(valid)
