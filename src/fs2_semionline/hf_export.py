@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -20,9 +21,11 @@ from fairseq2.models.llama import LLaMAConfig
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def to_hf_state_dict(state_dict: dict[str, torch.Tensor], config: LLaMAConfig) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: LLaMAConfig, family: str = "llama"
+) -> dict[str, torch.Tensor]:
     """fairseq2 names → HF names (the converter mutates its input, so it gets a copy)."""
-    converter = get_hugging_face_converter("llama")
+    converter = get_hugging_face_converter(family)
     return converter.to_hg_state_dict(dict(state_dict), config)  # type: ignore[return-value]
 
 
@@ -33,9 +36,10 @@ def export_hf_model(
     out_dir: Path,
     *,
     tokenizer_dir: Path | None = None,
+    family: str = "llama",
 ) -> Path:
-    converter = get_hugging_face_converter("llama")
-    hf_state = to_hf_state_dict({k: v.detach().contiguous() for k, v in state_dict.items()}, config)
+    converter = get_hugging_face_converter(family)
+    hf_state = to_hf_state_dict({k: v.detach().contiguous() for k, v in state_dict.items()}, config, family)
     save_hugging_face_model(out_dir, hf_state, converter.to_hg_config(config))
     config_file = out_dir / "config.json"
     hf_config = json.loads(config_file.read_text())

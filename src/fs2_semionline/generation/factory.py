@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from fairseq2.assets import AssetStore
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.models.clm import CausalLM
 from fairseq2.models.family import ModelFamily, get_model_family_name
-from fairseq2.models.hg import get_hugging_face_converter
 from fairseq2.runtime.dependency import get_dependency_resolver
 
 from fs2_semionline.config import RolloutGeneratorSection
@@ -38,19 +37,18 @@ def create_generator(
     from fs2_semionline.generation.nccl_sync import NcclWeightSender
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
-    from fs2_semionline.hf_export import export_hf_model
+    from fs2_semionline.hf_export import export_hf_model, to_hf_state_dict
 
     resolver = get_dependency_resolver()
     store = resolver.resolve(AssetStore)
     card = store.retrieve_card(model_name)
     family_name = get_model_family_name(card)
     model_config: Any = resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
-    converter = get_hugging_face_converter(family_name)
     tokenizer_dir = _local_dir(store.retrieve_card(tokenizer_name).field("tokenizer").as_uri().path)
 
     model_dir = work_dir / "generator_seed_hf"
     state = {k: v.detach().to("cpu") for k, v in seed_model.state_dict().items()}
-    export_hf_model(state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir)
+    export_hf_model(state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir, family=family_name)
 
     weight_sync = config.weight_sync
     if weight_sync == "auto":
@@ -67,12 +65,9 @@ def create_generator(
         max_restarts=config.max_restarts,
     )  # fmt: skip
 
-    def to_hf(state_dict: Any) -> dict[str, torch.Tensor]:
-        return converter.to_hg_state_dict(dict(state_dict), model_config)  # type: ignore[return-value]
-
     max_model_len = int(getattr(seed_model, "max_seq_len"))
     return RayVLLMGenerator(
-        model_dir, to_hf=to_hf, options=options, max_model_len=max_model_len, seed=seed, nccl_sender=nccl
+        model_dir, to_hf=partial(to_hf_state_dict, config=model_config, family=family_name), options=options, max_model_len=max_model_len, seed=seed, nccl_sender=nccl
     )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +142,6 @@ class RayVLLMGenerator:
         self._weights_ref: Any = None  # the current version's weights in Ray's object store
         self._restart_weights: dict[str, torch.Tensor] | None = None  # NCCL path: a CPU copy
         self.num_restarts = 0
-        self.last_sync_seconds = 0.0
         self._actors = [self._start_actor() for _ in range(options.replicas)]
         self._wait_ready(range(options.replicas))
         if self._nccl is not None:
@@ -158,15 +156,13 @@ class RayVLLMGenerator:
     def sync(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         import ray
 
-        start = time.perf_counter()
         hf_state = self._to_hf(state_dict)
-        if self._nccl is None:
-            hf_state = {k: v.detach().cpu() for k, v in hf_state.items()}
         if self._nccl is not None:
             self._nccl.send(hf_state, self._actors, self._opts.sync_timeout_s)
             # A replaced replica must get this version again, not the policy's newer weights.
             self._restart_weights = {k: v.detach().to("cpu", copy=True) for k, v in hf_state.items()}
         else:
+            hf_state = {k: v.detach().cpu() for k, v in hf_state.items()}
             self._weights_ref = ray.put(hf_state)
             expected = weights_checksum(sorted(hf_state.items()))
             refs = [a.load_weights.remote(self._weights_ref) for a in self._actors]
@@ -182,7 +178,6 @@ class RayVLLMGenerator:
                         f"generator replica {replica}: weights did not load (checksum {got} != sent {expected})"
                     )
         self._version = version
-        self.last_sync_seconds = time.perf_counter() - start
 
     def submit(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int

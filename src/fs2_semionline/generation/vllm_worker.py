@@ -40,10 +40,8 @@ class WeightSyncExtension:
 
     def load_hf_weights(self, weights: dict[str, torch.Tensor]) -> float:
         """Loads HF-named tensors; returns the checksum of what the model now holds."""
-        model = self.model_runner.model
-        model.load_weights(weights=iter(weights.items()))
-        params = dict(model.named_parameters())
-        return weights_checksum((n, params[n]) for n in sorted(params))
+        self.model_runner.model.load_weights(weights=iter(weights.items()))
+        return self.model_checksum()
 
     def model_checksum(self) -> float:
         params = dict(self.model_runner.model.named_parameters())

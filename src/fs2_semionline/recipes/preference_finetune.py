@@ -224,6 +224,7 @@ class PreferenceFinetuneRecipe(Recipe):
         if max_prompt_len is None:
             max_prompt_len = int(getattr(policy_module, "max_seq_len")) - config.generator.max_gen_len
         report = LoadReport()
+
         def load(paths: list[Path], task: str) -> list[PromptExample]:
             return load_prompts(
                 paths, task=task, template=verifiable_prompt if task == "math" else non_verifiable_prompt,
@@ -257,13 +258,15 @@ class PreferenceFinetuneRecipe(Recipe):
             # Trainer rank 0 owns the generator (and the Ray actors); other data-parallel
             # ranks get their rollouts from it through the gang.
             dp_gang = context.gangs.dp
+            vllm_owner = dp_gang.rank == 0 and config.generator.backend == "vllm"
+            if vllm_owner or "chat" in tasks:  # vLLM and reward-model actors live on Ray
+                cluster = RayCluster(config.ray)
+                cluster.start()
+                closables.append(cluster)
+            if vllm_owner:
+                closables.append(share_cpu_with_generator(config))
             owner = None
             if dp_gang.rank == 0:
-                if config.generator.backend == "vllm":
-                    cluster = RayCluster(config.ray)
-                    cluster.start()
-                    closables.append(cluster)
-                    closables.append(share_cpu_with_generator(config))
                 owner = create_generator(
                     config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
                     tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
@@ -275,10 +278,6 @@ class PreferenceFinetuneRecipe(Recipe):
                 scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
                 closables.insert(0, scorer)
             if "chat" in tasks:
-                if not any(isinstance(c, RayCluster) for c in closables):
-                    cluster = RayCluster(config.ray)
-                    cluster.start()
-                    closables.append(cluster)
                 reward_model = create_reward_scorer(config.reward)
                 closables.insert(0, reward_model)
             unit = PreferenceUnit(
@@ -333,7 +332,7 @@ class PreferenceFinetuneRecipe(Recipe):
             window = (config.generator.sync_every_n_steps or 1) if config.generator.work_ahead else 1
             builder = builder.bucket(window, drop_remainder=True).yield_from(
                 lambda group: read_sequence(
-                    [PromptBatch(examples, tuple(group), index) for index, examples in enumerate(group)]
+                    [PromptBatch(tuple(group), index) for index in range(len(group))]
                 ).and_return()
             )
         else:

@@ -84,8 +84,7 @@ METRICS: dict[str, tuple[str, int]] = {
     "sync_seconds": ("Sync Time (s)", 153),
 }
 _SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps"}
-# torcheval's Mean warns "No calls to update()" whenever the mean is exactly 0, and the
-# lag is 0 on every sync step: the worst lag in a publish window is the useful number.
+# The lag is 0 on every sync step: the worst lag in a publish window is the useful number.
 _MAXES = {"version_lag"}
 
 
@@ -114,9 +113,12 @@ class PromptBatch:
     them right after a sync and work ahead of the trainer (asynchronous semi-online).
     """
 
-    examples: list[PromptExample]
-    window: tuple[list[PromptExample], ...] = ()
+    window: tuple[list[PromptExample], ...]
     index: int = 0
+
+    @property
+    def examples(self) -> list[PromptExample]:
+        return self.window[self.index]
 
     def to(self, device: torch.device, *, non_blocking: bool = False) -> "PromptBatch":
         return self
@@ -249,7 +251,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         working ahead changes no sample: the asynchronous run equals the synchronous one.
         """
         assert self._generator is not None
-        window = batch.window or (batch.examples,)
+        window = batch.window
         if batch.index == 0:
             if any(p is not None for p in self._pending):
                 raise RuntimeError(f"step {step}: a new rollout window began before the last one was consumed")
