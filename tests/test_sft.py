@@ -40,3 +40,21 @@ def test_short_sft_run_lowers_the_loss_and_checkpoints(tmp_path: Path) -> None:
     assert len(losses) == 6
     assert losses[-1] < 0.8 * losses[0], losses  # from random init the NLL falls fast
     assert (tmp_path / "out" / "checkpoints" / "step_6" / "model").is_dir()
+
+
+def test_a_record_with_an_unknown_task_names_its_line(tmp_path: Path) -> None:
+    import pytest
+    from fairseq2.recipe.run import run
+
+    from fs2_semionline.data.jsonl import DataFileError
+
+    train = tmp_path / "train.jsonl"
+    rows = [{"prompt": "Write about Ana and the coins. Use no numbers.", "solution": "Ana likes the coins.", "task": "chat"}] * 3
+    rows.append({"prompt": "x", "solution": "y", "task": "poem"})
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = TinySFTConfig()
+    config.dataset.path = train
+    config.regime.num_steps = 1
+    config.common.metric_recorders.tensorboard.enabled = False
+    with pytest.raises(DataFileError, match=rf"{train}:4: field 'task': expected one of \['chat', 'math'\], got 'poem'"):
+        run(TinySFTRecipe(), config, tmp_path / "out", no_rich=True)

@@ -1,13 +1,16 @@
 """Export a fairseq2 llama model to a Hugging Face folder (vLLM and transformers load it).
 
-The conversion is fairseq2's own (``get_hugging_face_converter``). Two things are
-patched afterwards: fairseq2 writes Llama-3's BOS/EOS ids (128000/128001) for any vocab
+The conversion is fairseq2's own (``get_hugging_face_converter``). A reward model
+trained as a causal LM whose reward is one output logit (``tiny/train_reward_model.py``)
+is exported as ``LlamaForSequenceClassification``: its ``score`` head is that row of
+the output projection. Two things are patched afterwards: fairseq2 writes Llama-3's BOS/EOS ids (128000/128001) for any vocab
 and no PAD id, so ``config.json`` gets the ids of *our* tokenizer; and the tokenizer
 files are copied beside the weights so the folder is self-contained.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Mapping
@@ -37,19 +40,30 @@ def export_hf_model(
     *,
     tokenizer_dir: Path | None = None,
     family: str = "llama",
+    reward_token: int | None = None,
 ) -> Path:
+    """``reward_token``: export a sequence classifier (one label) whose score is the
+    logit of this token, read by transformers at the last non-pad position."""
     converter = get_hugging_face_converter(family)
     hf_state = to_hf_state_dict({k: v.detach().contiguous() for k, v in state_dict.items()}, config, family)
-    save_hugging_face_model(out_dir, hf_state, converter.to_hg_config(config))
+    hf_config = converter.to_hg_config(config)
+    if reward_token is not None:
+        lm_head = hf_state.pop("lm_head.weight")
+        hf_state["score.weight"] = lm_head[reward_token : reward_token + 1].clone()
+        arch = str(hf_config.arch if isinstance(hf_config.arch, str) else hf_config.arch[0])
+        hf_config = dataclasses.replace(
+            hf_config, arch=arch.replace("ForCausalLM", "ForSequenceClassification"), data={**hf_config.data, "num_labels": 1}
+        )
+    save_hugging_face_model(out_dir, hf_state, hf_config)
     config_file = out_dir / "config.json"
-    hf_config = json.loads(config_file.read_text())
-    hf_config["bos_token_id"] = vocab_info.bos_idx
-    hf_config["eos_token_id"] = vocab_info.eos_idx
-    hf_config["pad_token_id"] = vocab_info.pad_idx
+    written = json.loads(config_file.read_text())
+    written["bos_token_id"] = vocab_info.bos_idx
+    written["eos_token_id"] = vocab_info.eos_idx
+    written["pad_token_id"] = vocab_info.pad_idx
     # Without a dtype vLLM goes looking for safetensors metadata on the hub (and waits).
     dtypes = {str(v.dtype).removeprefix("torch.") for v in hf_state.values() if v.is_floating_point()}
-    hf_config.setdefault("torch_dtype", dtypes.pop() if len(dtypes) == 1 else "float32")
-    config_file.write_text(json.dumps(hf_config, indent=2) + "\n")
+    written.setdefault("torch_dtype", dtypes.pop() if len(dtypes) == 1 else "float32")
+    config_file.write_text(json.dumps(written, indent=2) + "\n")
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).exists():

@@ -20,12 +20,12 @@ fewer level-3 problems than weighted, since only about 600 distinct ones exist.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from fs2_semionline.data.synthetic import unique_splits, write_jsonl
 from fs2_semionline.data.templates import final_answer_sentence
 
 NAMES = ("Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jon")
@@ -102,32 +102,8 @@ def generate_splits(
     seed: int, num_train: int, num_valid: int, num_test: int
 ) -> dict[str, list[MathProblem]]:
     """Unique problems, shuffled, then cut into disjoint train/valid/test by prompt text."""
-    rng = random.Random(seed)
     levels, weights = zip(*LEVEL_WEIGHTS.items())
-    wanted = num_train + num_valid + num_test
-    seen: set[str] = set()
-    problems: list[MathProblem] = []
-    for _ in range(wanted * 20):
-        if len(problems) == wanted:
-            break
-        problem = make_problem(rng, rng.choices(levels, weights)[0])
-        if problem.prompt not in seen:
-            seen.add(problem.prompt)
-            problems.append(problem)
-    else:
-        raise RuntimeError(f"could not draw {wanted} unique problems (got {len(problems)})")
-    return {
-        "valid": problems[:num_valid],
-        "test": problems[num_valid : num_valid + num_test],
-        "train": problems[num_valid + num_test :],
-    }
-
-
-def write_jsonl(path: Path, problems: list[MathProblem]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for problem in problems:
-            f.write(json.dumps(asdict(problem), ensure_ascii=False) + "\n")
+    return unique_splits(lambda rng: make_problem(rng, rng.choices(levels, weights)[0]), seed, num_train, num_valid, num_test)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,3 +47,7 @@ def non_verifiable_prompt(instruction: str) -> str:
 def final_answer_sentence(answer_latex: str) -> str:
     """The closing sentence Figure 4 asks for, e.g. for the SFT targets."""
     return ANSWER_SUFFIX.format(answer=answer_latex)
+
+
+#: The template of each task: ``math`` is verifiable (Figure 4), ``chat`` is not (Figure 5).
+TASK_TEMPLATES = {"math": verifiable_prompt, "chat": non_verifiable_prompt}

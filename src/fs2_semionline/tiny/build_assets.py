@@ -21,14 +21,21 @@ from pathlib import Path
 
 import torch
 
-from fs2_semionline.data.math_task import generate_splits, write_jsonl
+from fs2_semionline.checkpoints import checkpoint_steps
+from fs2_semionline.data.math_task import generate_splits
+from fs2_semionline.data.synthetic import write_jsonl
 from fs2_semionline.paths import TINY_MATH_DIR
 from fs2_semionline.tiny.build_tokenizer import write_tokenizer_dir
 
 SFT_STEPS = 1200
 
 
-def run_sft(out_dir: Path, train_file: Path, num_steps: int, seed: int) -> float:
+def run_sft(
+    out_dir: Path, train_file: Path, num_steps: int, seed: int, *, init_model: str | None = None,
+    lr: float | None = None, checkpoint_after_n_steps: int | None = None,
+) -> float:  # fmt: skip
+    """SFT on fairseq2's Trainer from random weights, or from the ``init_model`` card."""
+    from fairseq2.recipe.config import ModelSection
     from fairseq2.recipe.run import run
 
     from fs2_semionline.tiny.sft import TinySFTConfig, TinySFTRecipe
@@ -37,14 +44,15 @@ def run_sft(out_dir: Path, train_file: Path, num_steps: int, seed: int) -> float
     config.dataset.path = train_file
     config.regime.num_steps = num_steps
     config.common.seed = seed
+    if init_model is not None:
+        config.model = ModelSection(name=init_model)
+    if lr is not None:
+        config.optimizer.config.lr = lr  # type: ignore[attr-defined]
+    if checkpoint_after_n_steps is not None:
+        config.regime.checkpoint_after_n_steps = checkpoint_after_n_steps
     start = time.perf_counter()
     run(TinySFTRecipe(), config, out_dir, no_rich=True)
     return time.perf_counter() - start
-
-
-def checkpoint_steps(sft_dir: Path) -> list[int]:
-    steps = [int(p.name.removeprefix("step_")) for p in (sft_dir / "checkpoints").glob("step_*")]
-    return sorted(steps)
 
 
 def load_checkpoint_weights(sft_dir: Path, step: int) -> dict[str, torch.Tensor]:

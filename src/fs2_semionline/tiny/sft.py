@@ -1,9 +1,10 @@
-"""Supervised fine-tuning of the tiny model on the synthetic math task, on fairseq2's Trainer.
+"""Supervised fine-tuning of the tiny model on the synthetic tasks, on fairseq2's Trainer.
 
-The targets are the worked solutions of ``data/math_task.py`` in the Figure 4 format,
+Math targets are the worked solutions of ``data/math_task.py`` in the Figure 4 format,
 so that the model answers "... The final answer is $\\boxed{...}$. I hope it is
-correct." The loss is the summed NLL of the response tokens and the closing
-``<|eot_id|>``; fairseq2 normalises gradients by the returned token count.
+correct."; a record with ``"task": "chat"`` (``data/chat_task.py``) is put in the
+Figure 5 template instead. The loss is the summed NLL of the response tokens and the
+closing ``<|eot_id|>``; fairseq2 normalises gradients by the returned token count.
 
     python -m fs2_semionline.tiny.sft OUT_DIR --config dataset.path=train.jsonl
 """
@@ -41,15 +42,16 @@ from typing_extensions import override
 from fs2_semionline.errors import ConfigError, register_cli_errors
 from fs2_semionline.recipes import run_cli
 
-from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
-from fs2_semionline.data.templates import EOT, verifiable_prompt
+from fs2_semionline.data.jsonl import DataFileError, LoadReport, iter_jsonl
+from fs2_semionline.data.templates import EOT, TASK_TEMPLATES
 from fs2_semionline.extension import TINY_MATH_ARCH
 
 
 @dataclass(kw_only=True)
 class SFTDataSection:
     path: Path | None = None
-    """JSONL with ``prompt`` and ``solution`` fields (``data/math_task.py`` writes them)."""
+    """JSONL with ``prompt`` and ``solution`` fields (``data/math_task.py`` writes them) and
+    an optional ``task`` (``math`` by default, or ``chat``: Figure 5 template)."""
     batch_size: int = 64
     max_seq_len: int = 128
     shuffle_window: int = 10_000
@@ -157,7 +159,10 @@ class TinySFTRecipe(Recipe):
         examples: list[tuple[list[int], int]] = []
         for record in iter_jsonl(config.dataset.path):
             report.num_read += 1
-            prompt_ids = encoder(verifiable_prompt(record.require_str("prompt"))).tolist()
+            task = record.require_str("task") if "task" in record.data else "math"
+            if task not in TASK_TEMPLATES:
+                raise DataFileError(record.path, record.line_nr, f"expected one of {sorted(TASK_TEMPLATES)}, got {task!r}", "task")
+            prompt_ids = encoder(TASK_TEMPLATES[task](record.require_str("prompt"))).tolist()
             response_ids = encoder(record.require_str("solution") + EOT).tolist()
             if len(prompt_ids) + len(response_ids) > config.dataset.max_seq_len:
                 report.skipped["too_long"] += 1
