@@ -6,7 +6,9 @@ import os
 
 # Make a failing fairseq2 extension raise instead of only logging a warning.
 os.environ.setdefault("FAIRSEQ2_EXTENSION_TRACE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One OpenMP thread: with Ray actors and Math-Verify workers busy on the same 2 cores, a
+# second thread made sampling about 40x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -100,3 +100,36 @@ def test_chat_prompts_need_no_answer(tmp_path: Path) -> None:
     assert [e.answer for e in s.examples] == [None] and s.report.skipped == {"empty_prompt": 1}
     assert s.examples[0].text.endswith("Hello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert "Given the following problem" not in s.examples[0].text  # Figure 5, not Figure 4
+
+
+def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
+    """``reward.model`` set: every answer gets the reward model's score; the summary is the
+    mean ± s.e. over prompts and mean reward / mean length, as validation computes it."""
+    from fs2_semionline.data.templates import non_verifiable_prompt
+    from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec
+    from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
+
+    rm_dir = build_tiny_reward_model(tmp_path / "rm", seed=0)
+    chat = _write(tmp_path / "chat.jsonl", [{"prompt": f"Tell me about Ana and the coins. Use {k} sentences."} for k in (1, 2, 3)])
+    out_dir = tmp_path / "scored"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(out_dir), "--no-rich", "--config",
+        "dataset.task=chat", f"dataset.paths=[{chat}]", "sampling.max_gen_len=12", "sampling.num_samples=2",
+        f"reward.model={rm_dir}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((out_dir / "results.json").read_text())
+    generations = [json.loads(l) for l in (out_dir / "generations.jsonl").read_text().splitlines()]
+    expected = RewardModel(RewardModelSpec(path=str(rm_dir))).score(
+        [non_verifiable_prompt(g["prompt"]) for g in generations], [g["response"] for g in generations]
+    )
+    assert [g["reward"] for g in generations] == pytest.approx(expected, abs=1e-6)
+    assert result["mean_reward"] == pytest.approx(sum(expected) / 6, abs=1e-6)
+    per_prompt = [(expected[2 * i] + expected[2 * i + 1]) / 2 for i in range(3)]
+    m = sum(per_prompt) / 3
+    assert result["reward_stderr"] == pytest.approx((sum((p - m) ** 2 for p in per_prompt) / 2 / 3) ** 0.5, abs=1e-6)
+    mean_len = sum(g["num_tokens"] for g in generations) / 6
+    assert result["reward_len_norm"] == pytest.approx(result["mean_reward"] / mean_len, rel=1e-9)
+    assert result["num_failed_rewards"] == 0

@@ -117,3 +117,9 @@ def test_cli_reports_each_set_and_the_pool(tmp_path: Path, two_files) -> None:
         pooled = sum(s["accuracy_per_sample_set"][k] * s["num_problems"] for s in sets) / 8
         assert result["accuracy_per_sample_set"][k] == pytest.approx(pooled)
     assert len((out_dir / "generations.jsonl").read_text().splitlines()) == 16
+    # fairseq2's metric files hold the pool and, with several sets, each set.
+    pooled_row = json.loads((out_dir / "metrics" / "eval" / "math.jsonl").read_text().splitlines()[-1])
+    assert pooled_row["Accuracy"] == pytest.approx(result["accuracy"])  # fairseq2 names "accuracy" "Accuracy"
+    for s in sets:
+        row = json.loads((out_dir / "metrics" / "eval" / "math" / f"{s['name']}.jsonl").read_text().splitlines()[-1])
+        assert row["Accuracy"] == pytest.approx(s["accuracy"]) and row["num_failed_rewards"] == s["num_failed_rewards"]

@@ -218,3 +218,16 @@ def test_pairs_file_needs_offline_dpo(tmp_path: Path) -> None:
     config.dataset.pairs_path = tmp_path / "pairs.jsonl"
     with pytest.raises(ConfigError, match="needs loss.name=dpo"):
         check_config(config)
+
+
+def test_data_parallel_ranks_read_disjoint_equal_shards(tmp_path: Path) -> None:
+    from fs2_semionline.data.jsonl import PromptExample
+    from fs2_semionline.recipes.preference_finetune import train_pipeline
+    from fs2_semionline.units.preference import PromptBatch
+
+    config = tiny_config(tmp_path)
+    config.dataset.batch_size = 2
+    items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(11)]
+    shards = [[e.prompt for b in train_pipeline(items, config, PromptBatch, rank, 2) for e in b.examples] for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 4  # 5 each, cut to whole batches of 2
+    assert not set(shards[0]) & set(shards[1])

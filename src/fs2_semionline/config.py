@@ -144,3 +144,32 @@ class ReferenceSyncSection:
     """Table 4 "Ref model Sync": frozen, or synced to the policy with the generator."""
     every_n_steps: int | None = None
     """``every_n_steps`` mode: r (a divisor of the checkpoint interval)."""
+
+
+@dataclass(kw_only=True)
+class ValidationSection:
+    """Held-out sets sampled from the policy every ``regime.validate_every_n_steps`` (§3.2, §3.3).
+
+    Metrics go to ``OUT_DIR/metrics/valid.jsonl``: ``accuracy`` (math, Math-Verify),
+    ``reward/chat`` and ``reward_len_norm`` (chat, the reward model) and ``score``, the
+    mean of the two that are present; ``regime.score_metric`` may name any of them to
+    keep the best checkpoints (``regime.keep_best_n_checkpoints``)."""
+
+    math_paths: list[Path] = field(default_factory=list)
+    """Math JSONL (``prompt``, ``answer``): mean accuracy of the samples."""
+    chat_paths: list[Path] = field(default_factory=list)
+    """Chat JSONL (``prompt``): the reward model's reward (needs ``reward.model``)."""
+    num_samples: int = 1
+    """Samples per prompt."""
+    temperature: float = 0.6
+    """Sampling temperature (paper §3 evaluation: 0.6; 0 = greedy)."""
+    top_p: float = 0.9
+    """Nucleus mass (paper §3 evaluation: 0.9)."""
+    max_gen_len: int | None = None
+    """Answer length limit in tokens. Default: ``generator.max_gen_len``."""
+    batch_size: int = 32
+    """Prompts per sampler call and per validation step (memory knob)."""
+    length_normalization: Literal["mean_ratio", "none"] = "mean_ratio"
+    """``reward_len_norm``: ``mean_ratio`` = mean reward / mean response length in tokens over
+    the whole set (the reading of the paper's authors' code; with negative rewards it
+    favours long answers, and the run log says so); ``none`` = the mean reward."""

@@ -36,11 +36,13 @@ tiktoken, which only changes the average length it prints.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.models.clm import CausalLM
@@ -115,20 +117,74 @@ def generate_chat(
     return [ChatGeneration(e, ids[e.source], cs) for e, cs in zip(examples, completions)]
 
 
-def chat_summary(generations: Sequence[ChatGeneration]) -> dict[str, object]:
-    """Counts for results.json (no score: the judges run elsewhere)."""
+def chat_summary(
+    generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]] | None = None,
+    *, length_normalization: str = "mean_ratio",
+) -> dict[str, object]:  # fmt: skip
+    """Counts for results.json, and with ``rewards`` (one per sample, ``None`` = failed)
+    the reward model's mean reward ± its standard error over prompts and the
+    length-normalised reward of :func:`length_normalised_reward`."""
     completions = [c for g in generations for c in g.completions]
-    return {
+    summary: dict[str, object] = {
         "num_prompts": len(generations),
         "num_samples": len(generations[0].completions) if generations else 0,
         "mean_response_len": sum(len(c.token_ids) for c in completions) / max(len(completions), 1),
         "num_unfinished": sum(not c.finished for c in completions),
     }
+    if rewards is not None:
+        summary.update(reward_summary(generations, rewards, length_normalization))
+    return summary
 
 
-def generation_records(generations: Sequence[ChatGeneration]) -> list[dict[str, object]]:
-    """``generations.jsonl``: every sample with where it came from."""
-    return [
+def length_normalised_reward(mean_reward: float, mean_len: float, mode: str) -> float:
+    """``mean_ratio``: mean reward / mean response length (tokens); ``none``: the mean reward."""
+    if mode == "none":
+        return mean_reward
+    if mode != "mean_ratio":
+        raise ValueError(f"unknown validation.length_normalization {mode!r}")
+    return mean_reward / mean_len if mean_len > 0 else math.nan
+
+
+def reward_summary(
+    generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]], length_normalization: str
+) -> dict[str, object]:
+    scored = [(r, len(c.token_ids)) for g, rs in zip(generations, rewards) for c, r in zip(g.completions, rs) if r is not None]
+    per_prompt = [sum(v) / len(v) for v in ([r for r in rs if r is not None] for rs in rewards) if v]
+    num_failed = sum(r is None for rs in rewards for r in rs)
+    if not scored:
+        return {"mean_reward": math.nan, "reward_stderr": math.nan, "reward_len_norm": math.nan, "num_failed_rewards": num_failed}
+    mean = sum(r for r, _ in scored) / len(scored)
+    mean_len = sum(n for _, n in scored) / len(scored)
+    if len(per_prompt) > 1:
+        m = sum(per_prompt) / len(per_prompt)
+        stderr = math.sqrt(sum((p - m) ** 2 for p in per_prompt) / (len(per_prompt) - 1) / len(per_prompt))
+    else:
+        stderr = math.nan
+    return {
+        "mean_reward": mean,
+        "reward_stderr": stderr,
+        "reward_len_norm": length_normalised_reward(mean, mean_len, length_normalization),
+        "num_failed_rewards": num_failed,
+    }
+
+
+def score_chat(generations: Sequence[ChatGeneration], reward_model: Any) -> list[list[float | None]]:
+    """The reward model's score of every sample (``None`` = failed), [prompt][sample]."""
+    flat = reward_model.score(
+        [g.example.text for g in generations for _ in g.completions], [c.text for g in generations for c in g.completions]
+    )
+    out, start = [], 0
+    for g in generations:
+        out.append(list(flat[start : start + len(g.completions)]))
+        start += len(g.completions)
+    return out
+
+
+def generation_records(
+    generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]] | None = None
+) -> list[dict[str, object]]:
+    """``generations.jsonl``: every sample with where it came from (and its reward)."""
+    records = [
         {
             "source": g.example.source,
             "sample": k,
@@ -142,6 +198,10 @@ def generation_records(generations: Sequence[ChatGeneration]) -> list[dict[str, 
         for g in generations
         for k, c in enumerate(g.completions)
     ]
+    if rewards is not None:
+        for record, reward in zip(records, (r for rs in rewards for r in rs)):
+            record["reward"] = reward
+    return records
 
 
 def alpaca_eval_records(generations: Sequence[ChatGeneration], generator: str) -> list[dict[str, object]]:

@@ -19,7 +19,7 @@ from fairseq2.logging import log
 from fairseq2.models.clm import CausalLM
 
 from fs2_semionline.data.jsonl import LoadReport, PromptExample, load_prompts
-from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
+from fs2_semionline.data.templates import TASK_TEMPLATES
 from fs2_semionline.eval.chat_eval import ChatGeneration, ChatIds, generate_chat
 from fs2_semionline.eval.math_eval import MathEvalResult, evaluate_math
 from fs2_semionline.generation.protocol import SamplingConfig
@@ -47,7 +47,7 @@ def load_eval_sets(
     seconds, not a model load. Length limits come later (:func:`drop_long_prompts`),
     once the model's ``max_seq_len`` is known. Math: Figure 4 template, ``answer``
     required; chat: Figure 5 template, no answer."""
-    template = verifiable_prompt if task == "math" else non_verifiable_prompt
+    template = TASK_TEMPLATES[task]
     sets: list[EvalSet] = []
     for name, path in zip(set_names(paths), paths):
         report = LoadReport()

@@ -6,8 +6,10 @@ the mean accuracy over the N sample sets and its standard error (Table 1), the m
 response length and the number of failed rewards.
 
 ``dataset.task=chat``: one answer per prompt by default (Figure 5 template, same
-sampling), no score; the answers are exported for AlpacaEval 2.0 and Arena-Hard, whose
-GPT-4 judges run outside this package (see :mod:`fs2_semionline.eval.chat_eval`).
+sampling); the answers are exported for AlpacaEval 2.0 and Arena-Hard, whose GPT-4
+judges run outside this package (see :mod:`fs2_semionline.eval.chat_eval`). With
+``reward.model`` set, every answer is also scored by that reward model (in this
+process): mean reward ± s.e. over prompts, and the length-normalised reward.
 
 Every file of ``dataset.paths`` is one eval set (Math500, AMC23, NuminaMath test, ...),
 sampled with the sampler seeded afresh by ``common.seed``, so its numbers equal a run on
@@ -42,7 +44,14 @@ from typing_extensions import override
 
 from fs2_semionline.config import RewardSection
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
-from fs2_semionline.eval.chat_eval import ChatIds, chat_summary, generation_records, read_chat_ids, write_exports
+from fs2_semionline.eval.chat_eval import (
+    ChatIds,
+    chat_summary,
+    generation_records,
+    read_chat_ids,
+    score_chat,
+    write_exports,
+)
 from fs2_semionline.eval.math_eval import pool_math_results
 from fs2_semionline.eval.sets import (
     EvalSet,
@@ -211,17 +220,22 @@ class EvalTask(Task):
         out_dir = context.output_dir
         (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
         _write_jsonl(out_dir / "generations.jsonl", overall.records)
-        context.metric_recorder.record_metric_values(
-            "eval/math",
-            {
-                "accuracy": overall.accuracy.mean,
-                "accuracy_stderr": overall.accuracy.stderr,
-                "mean_response_len": overall.mean_response_len,
-                "num_failed_rewards": overall.accuracy.num_failed,
-                "num_skipped_prompts": report.num_skipped,
-            },
-            step_nr=0,
-        )
+        # Pooled under eval/math, and with several sets each under eval/math/<set>.
+        named = [("eval/math", overall, report)]
+        if len(sets) > 1:
+            named += [(f"eval/math/{s.name}", r, s.report) for s, r in zip(sets, results)]
+        for category, result, load_report in named:
+            context.metric_recorder.record_metric_values(
+                category,
+                {
+                    "accuracy": result.accuracy.mean,
+                    "accuracy_stderr": result.accuracy.stderr,
+                    "mean_response_len": result.mean_response_len,
+                    "num_failed_rewards": result.accuracy.num_failed,
+                    "num_skipped_prompts": load_report.num_skipped,
+                },
+                step_nr=0,
+            )
         log.info(
             "Accuracy {} (mean ± s.e. over {} sample sets, {} problems in {} set(s)); mean response length {:.1f} "
             "tokens; {} failed rewards; {} skipped prompts. Results: {}",
@@ -245,18 +259,29 @@ class EvalTask(Task):
             sampling=self._sampling, batch_size=config.sampling.batch_size,
         )  # fmt: skip
         generations = [g for gs in per_set for g in gs]
+        rewards_per_set: list[list[list[float | None]]] | None = None
+        if config.reward.model:
+            from fs2_semionline.rewards.reward_model import RewardModel, reward_model_spec
+
+            reward_model = RewardModel(reward_model_spec(config.reward))
+            rewards_per_set = [score_chat(gs, reward_model) for gs in per_set]
+            del reward_model
+        rewards = None if rewards_per_set is None else [r for rs in rewards_per_set for r in rs]
         if num_samples > 1:
             log.warning("alpaca_eval.json holds the first of the {} samples per prompt", num_samples)
         out_dir = context.output_dir
         exports = write_exports(out_dir, generations, name)
         set_entries = []
-        for s, gs in zip(sets, per_set):
-            entry = {**s.describe(), **chat_summary(gs), "prompts": s.report.as_dict()}
+        for i, (s, gs) in enumerate(zip(sets, per_set)):
+            entry = {
+                **s.describe(), **chat_summary(gs, None if rewards_per_set is None else rewards_per_set[i]),
+                "prompts": s.report.as_dict(),
+            }  # fmt: skip
             if len(sets) > 1:
                 entry["exports"] = write_exports(out_dir / "sets" / s.name, gs, name)
             set_entries.append(entry)
         report = pooled_report(sets)
-        overall = chat_summary(generations)
+        overall = chat_summary(generations, rewards)
         summary = {
             **overall,
             **self._common_summary(sets),
@@ -266,16 +291,25 @@ class EvalTask(Task):
             "seconds": round(time.perf_counter() - start, 2),
         }
         (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _write_jsonl(out_dir / "generations.jsonl", generation_records(generations))
-        context.metric_recorder.record_metric_values(
-            "eval/chat",
-            {
-                "mean_response_len": overall["mean_response_len"],
-                "num_unfinished": overall["num_unfinished"],
-                "num_skipped_prompts": report.num_skipped,
-            },
-            step_nr=0,
-        )
+        _write_jsonl(out_dir / "generations.jsonl", generation_records(generations, rewards))
+        named = [("eval/chat", overall, report.num_skipped)]
+        if len(sets) > 1:
+            named += [(f"eval/chat/{s.name}", e, s.report.num_skipped) for s, e in zip(sets, set_entries)]
+        for category, values, num_skipped in named:
+            context.metric_recorder.record_metric_values(
+                category,
+                {
+                    "mean_response_len": values["mean_response_len"],
+                    "num_unfinished": values["num_unfinished"],
+                    "num_skipped_prompts": num_skipped,
+                    **{k: values[k] for k in ("mean_reward", "reward_stderr", "reward_len_norm", "num_failed_rewards") if k in values},
+                },
+                step_nr=0,
+            )
+        if rewards is not None:
+            log.info("Reward model {}: mean reward {:.4f} ± {:.4f}, length-normalised {:.5f}, {} failed",
+                     config.reward.model, overall["mean_reward"], overall["reward_stderr"], overall["reward_len_norm"],
+                     overall["num_failed_rewards"])  # fmt: skip
         log.info(
             "{} answers to {} prompts in {} set(s) (mean length {:.1f} tokens, {} unfinished). "
             "For AlpacaEval 2.0: {}; for Arena-Hard: {}",

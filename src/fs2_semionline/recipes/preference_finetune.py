@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fairseq2.data.data_pipeline import read_sequence
-from fairseq2.datasets import DataPipelineReader
+from fairseq2.data.data_pipeline import DataPipeline, read_sequence
+from fairseq2.datasets import DataPipelineReader, SyncMode
 from fairseq2.metrics.formatters import format_as_float
 from fairseq2.metrics.recorders import MetricDescriptor
 from fairseq2.models.clm import CausalLM
@@ -47,9 +47,10 @@ from fs2_semionline.config import (
     ReferenceSyncSection,
     RewardSection,
     RolloutGeneratorSection,
+    ValidationSection,
 )
-from fs2_semionline.data.jsonl import LoadReport, PromptExample, load_pairs, load_prompts
-from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
+from fs2_semionline.data.jsonl import LoadReport, PairExample, PromptExample, load_pairs, load_prompts
+from fs2_semionline.data.templates import TASK_TEMPLATES, verifiable_prompt
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.generation.factory import create_generator
 from fs2_semionline.generation.gang import GangGenerator
@@ -57,6 +58,7 @@ from fs2_semionline.ray_cluster import RayCluster, RaySection
 from fs2_semionline.recipes import ClosingTask, run_cli
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.units.preference import METRICS, PairBatch, PreferenceUnit, PromptBatch
+from fs2_semionline.units.validation import VALID_METRICS, ValidationBatch, ValidationUnit
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class PreferenceFinetuneConfig:
     reward: RewardSection = field(default_factory=RewardSection)
     loss: LossSection = field(default_factory=LossSection)
     reference_sync: ReferenceSyncSection = field(default_factory=ReferenceSyncSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
     trainer: TrainerSection = field(
         default_factory=lambda: TrainerSection(mixed_precision=MixedPrecisionConfig(mode="off"), max_grad_norm=1.0)
     )
@@ -131,6 +134,18 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
     fraction = config.dataset.chat_fraction
     if fraction is not None and not 0.0 < fraction < 1.0:
         raise ConfigError(f"dataset.chat_fraction must be in (0, 1) or null, got {fraction}")
+    valid = config.validation
+    if (valid.math_paths or valid.chat_paths) and not (
+        config.regime.validate_every_n_steps or config.regime.validate_at_start
+    ):
+        raise ConfigError(
+            "validation.math_paths/chat_paths are set but regime.validate_every_n_steps is null "
+            "(and regime.validate_at_start is false): no validation would run"
+        )
+    if valid.chat_paths and not config.reward.model:
+        raise ConfigError("validation.chat_paths are scored by the reward model: set reward.model")
+    if valid.num_samples < 1:
+        raise ConfigError(f"validation.num_samples must be >= 1, got {valid.num_samples}")
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
 
@@ -182,21 +197,36 @@ def share_cpu_with_generator(config: PreferenceFinetuneConfig) -> _RestoreThread
 
 def create_reward_scorer(section: RewardSection) -> Any:
     """The reward model for chat prompts, in Ray actors (Ray must be up)."""
-    import dataclasses
-
-    from fs2_semionline.rewards.reward_model import resolve_reward_model
+    from fs2_semionline.rewards.reward_model import reward_model_spec
     from fs2_semionline.rewards.reward_model_actor import RayRewardScorer
 
-    assert section.model is not None
-    try:
-        spec = resolve_reward_model(section.model)
-    except ValueError as err:
-        raise ConfigError(f"reward.model: {err}") from None
-    spec = dataclasses.replace(spec, batch_size=section.model_batch_size, device=section.model_device,
-                               max_length=section.model_max_length or spec.max_length)
     return RayRewardScorer(
-        spec, replicas=section.model_replicas, num_cpus=section.model_num_cpus, timeout_s=section.model_timeout_s
+        reward_model_spec(section), replicas=section.model_replicas, num_cpus=section.model_num_cpus,
+        timeout_s=section.model_timeout_s,
+    )  # fmt: skip
+
+
+def train_pipeline(
+    items: list[Any], config: PreferenceFinetuneConfig, batch_kls: Any, dp_rank: int, dp_size: int
+) -> DataPipeline:
+    """Training batches of data-parallel rank ``dp_rank``: its own shard of the prompts
+    (equal sizes, so no rank runs out first), shuffled, one batch per step."""
+    builder = (
+        read_sequence(items)
+        .shard(dp_rank, dp_size)
+        .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
+        .bucket(config.dataset.batch_size, drop_remainder=True)
     )
+    if batch_kls is PromptBatch:
+        # Batches come in windows of s steps (one sync each): the unit hands a whole
+        # window to the generator right after its sync.
+        window = (config.generator.sync_every_n_steps or 1) if config.generator.work_ahead else 1
+        builder = builder.bucket(window, drop_remainder=True).yield_from(
+            lambda group: read_sequence([PromptBatch(tuple(group), index) for index in range(len(group))]).and_return()
+        )
+    else:
+        builder = builder.map(batch_kls)
+    return builder.and_return()
 
 
 class PreferenceFinetuneRecipe(Recipe):
@@ -204,75 +234,101 @@ class PreferenceFinetuneRecipe(Recipe):
     def register(self, container: DependencyContainer) -> None:
         register_reference_model(container, "reference_model")
         register_cli_errors(container)
-        for name, (display, priority) in METRICS.items():
-            container.collection.register_instance(
-                MetricDescriptor, MetricDescriptor(name, display, priority, format_as_float)
-            )
+        descriptors = [MetricDescriptor(name, display, priority, format_as_float) for name, (display, priority) in METRICS.items()]
+        descriptors += [
+            MetricDescriptor(name, display, priority, format_as_float, higher_better=higher)
+            for name, (display, priority, higher) in VALID_METRICS.items()
+        ]
+        for descriptor in descriptors:
+            container.collection.register_instance(MetricDescriptor, descriptor)
 
     @override
     def create_task(self, context: RecipeContext) -> Task:
         config = context.get_config_as(PreferenceFinetuneConfig)
         check_config(config)
+        valid = config.validation
+        if config.regime.score_metric is not None and not (valid.math_paths or valid.chat_paths):
+            raise ConfigError(
+                f"regime.score_metric={config.regime.score_metric} selects checkpoints on validation sets: set "
+                "validation.math_paths and/or validation.chat_paths, or regime.score_metric=null to train without"
+            )
+        if valid.math_paths:
+            check_data_files("validation.math_paths", valid.math_paths)
+        if valid.chat_paths:
+            check_data_files("validation.chat_paths", valid.chat_paths)
         if config.dataset.pairs_path is not None:
-            return self._create_pairs_task(context, config)
-        check_data_files("dataset.paths", config.dataset.paths)
+            check_data_files("dataset.pairs_path", [Path(config.dataset.pairs_path)])
+        else:
+            check_data_files("dataset.paths", config.dataset.paths)
+            if config.dataset.chat_paths:
+                check_data_files("dataset.chat_paths", config.dataset.chat_paths)
 
         tokenizer = context.get_tokenizer()
         policy_module = context.get_model_as(CausalLM)
         encoder = tokenizer.create_raw_encoder()
-        max_prompt_len = config.dataset.max_prompt_len
-        if max_prompt_len is None:
-            max_prompt_len = int(getattr(policy_module, "max_seq_len")) - config.generator.max_gen_len
-        report = LoadReport()
+        max_seq_len = int(getattr(policy_module, "max_seq_len"))
 
-        def load(paths: list[Path], task: str) -> list[PromptExample]:
+        def load(paths: list[Path], task: str, max_gen_len: int, report: LoadReport) -> list[PromptExample]:
+            max_prompt_len = config.dataset.max_prompt_len
             return load_prompts(
-                paths, task=task, template=verifiable_prompt if task == "math" else non_verifiable_prompt,
-                encode=lambda text: encoder(text).tolist(), max_prompt_len=max_prompt_len,
+                paths, task=task, template=TASK_TEMPLATES[task], encode=lambda text: encoder(text).tolist(),
+                max_prompt_len=max_seq_len - max_gen_len if max_prompt_len is None else max_prompt_len,
                 require_answer=task == "math", report=report,
             )  # fmt: skip
 
-        examples = load(config.dataset.paths, config.dataset.task)
-        if config.dataset.chat_paths:
-            check_data_files("dataset.chat_paths", config.dataset.chat_paths)
-            chat = load(config.dataset.chat_paths, "chat")
-            examples = mix_tasks(examples, chat, config.dataset.chat_fraction, seed=config.common.seed)
-        tasks = frozenset(e.task for e in examples)
-        if len(examples) < config.dataset.batch_size:
-            raise ConfigError(f"dataset.paths: {len(examples)} usable prompts, fewer than one batch ({report.as_dict()})")
-        reader = self._reader(context, config, examples, PromptBatch)
+        valid_report = LoadReport()
+        valid_max_gen_len = valid.max_gen_len or config.generator.max_gen_len
+        valid_examples = load(valid.math_paths, "math", valid_max_gen_len, valid_report)
+        valid_examples += load(valid.chat_paths, "chat", valid_max_gen_len, valid_report)
+        if valid_report.num_skipped:
+            log.warning("validation sets: skipped %d of %d prompts: %s", valid_report.num_skipped,
+                        valid_report.num_read, dict(valid_report.skipped))  # fmt: skip
+        valid_tasks = frozenset(e.task for e in valid_examples)
+        if (valid.math_paths or valid.chat_paths) and not valid_examples:
+            raise ConfigError(f"validation: no usable prompts ({valid_report.as_dict()})")
+
+        examples: list[PromptExample] = []
+        pairs: list[PairExample] = []
+        if config.dataset.pairs_path is not None:
+            eos_idx = tokenizer.vocab_info.eos_idx
+            assert eos_idx is not None
+            report = LoadReport()
+            pairs = load_pairs(
+                Path(config.dataset.pairs_path), template=verifiable_prompt, encode=lambda text: encoder(text).tolist(),
+                eos_idx=eos_idx, max_seq_len=max_seq_len, report=report,
+            )  # fmt: skip
+            if len(pairs) < config.dataset.batch_size:
+                raise ConfigError(f"dataset.pairs_path: {len(pairs)} usable pairs, fewer than one batch ({report.as_dict()})")
+        else:
+            report = LoadReport()
+            examples = load(config.dataset.paths, config.dataset.task, config.generator.max_gen_len, report)
+            if config.dataset.chat_paths:
+                chat = load(config.dataset.chat_paths, "chat", config.generator.max_gen_len, report)
+                examples = mix_tasks(examples, chat, config.dataset.chat_fraction, seed=config.common.seed)
+            if len(examples) < config.dataset.batch_size:
+                raise ConfigError(f"dataset.paths: {len(examples)} usable prompts, fewer than one batch ({report.as_dict()})")
+        train_tasks = frozenset(e.task for e in examples)
+        tasks = train_tasks | valid_tasks
 
         device = context.device
         reference = None
-        if config.loss.needs_reference:
+        if config.loss.needs_reference or pairs:
             reference = context.get_model_as(CausalLM, "reference_model")
             reference.eval().requires_grad_(False)
-        # The generator starts from the seed weights. On a resumed run fairseq2 builds the
-        # policy empty and fills it from the checkpoint only later, so the seed is taken
-        # from the reference model (the seed model, loaded from its card) when there is one;
-        # an online generator is synced to the restored policy before its first rollout.
-        seed_model = reference if reference is not None else policy_module
-        seed_model_name = config.reference_model.name if reference is not None else config.model.name
         closables: list[Any] = []
         try:
-            # Trainer rank 0 owns the generator (and the Ray actors); other data-parallel
-            # ranks get their rollouts from it through the gang.
             dp_gang = context.gangs.dp
-            vllm_owner = dp_gang.rank == 0 and config.generator.backend == "vllm"
+            generator: Any = None
+            vllm_owner = bool(examples) and dp_gang.rank == 0 and config.generator.backend == "vllm"
             if vllm_owner or "chat" in tasks:  # vLLM and reward-model actors live on Ray
                 cluster = RayCluster(config.ray)
                 cluster.start()
                 closables.append(cluster)
             if vllm_owner:
                 closables.append(share_cpu_with_generator(config))
-            owner = None
-            if dp_gang.rank == 0:
-                owner = create_generator(
-                    config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
-                    tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
-                )  # fmt: skip
-            generator = owner if dp_gang.size == 1 else GangGenerator(dp_gang, owner)
-            closables.insert(0, generator)
+            if examples:
+                generator = self._generator(context, config, policy_module, reference, tokenizer)
+                closables.insert(0, generator)
             scorer, reward_model = None, None
             if "math" in tasks:
                 scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
@@ -282,62 +338,62 @@ class PreferenceFinetuneRecipe(Recipe):
                 closables.insert(0, reward_model)
             unit = PreferenceUnit(
                 context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
-                reward_model=reward_model, tasks=tasks,
+                reward_model=reward_model, tasks=train_tasks,
                 generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
                 seed=config.common.seed, device=torch.device(str(device)),
             )  # fmt: skip
-            task = ClosingTask(context.create_trainer(unit, reader), closables)
+            reader = self._reader(context, config, examples, PromptBatch) if examples else self._reader(context, config, pairs, PairBatch)
+            valid_units, valid_readers = [], []
+            if valid_examples:
+                valid_units.append(ValidationUnit(
+                    policy_module, tokenizer, valid, tasks=valid_tasks, max_gen_len=config.generator.max_gen_len,
+                    seed=config.common.seed, math_scorer=scorer, reward_model=reward_model,
+                ))  # fmt: skip
+                valid_readers.append(self._valid_reader(context, valid, valid_examples))
+            task = ClosingTask(context.create_trainer(unit, reader, valid_units, valid_readers), closables)
         except BaseException:
             ClosingTask.close_all(closables)
             raise
         atexit.register(task.close)  # a backstop if the process ends another way
         return task
 
-    def _create_pairs_task(self, context: RecipeContext, config: PreferenceFinetuneConfig) -> Task:
-        """Offline DPO form (b): fixed (prompt, chosen, rejected) pairs from a JSONL file."""
-        path = Path(config.dataset.pairs_path)  # type: ignore[arg-type]
-        check_data_files("dataset.pairs_path", [path])
-        tokenizer = context.get_tokenizer()
-        encoder = tokenizer.create_raw_encoder()
-        policy_module = context.get_model_as(CausalLM)
-        eos_idx = tokenizer.vocab_info.eos_idx
-        assert eos_idx is not None
-        report = LoadReport()
-        pairs = load_pairs(
-            path, template=verifiable_prompt, encode=lambda text: encoder(text).tolist(), eos_idx=eos_idx,
-            max_seq_len=int(getattr(policy_module, "max_seq_len")), report=report,
-        )  # fmt: skip
-        if len(pairs) < config.dataset.batch_size:
-            raise ConfigError(f"dataset.pairs_path: {len(pairs)} usable pairs, fewer than one batch ({report.as_dict()})")
-        reader = self._reader(context, config, pairs, PairBatch)
-        reference = context.get_model_as(CausalLM, "reference_model")
-        reference.eval().requires_grad_(False)
-        unit = PreferenceUnit(
-            context.get_data_parallel_model(), policy_module, reference, None, None, tokenizer,
-            generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
-            seed=config.common.seed, device=torch.device(str(context.device)),
-        )  # fmt: skip
-        return context.create_trainer(unit, reader)
+    @staticmethod
+    def _generator(
+        context: RecipeContext, config: PreferenceFinetuneConfig, policy_module: CausalLM, reference: CausalLM | None,
+        tokenizer: Any,
+    ) -> Any:  # fmt: skip
+        """Trainer rank 0 owns the generator (and its Ray actors); other data-parallel ranks
+        get their rollouts from it through the gang.
+
+        The generator starts from the seed weights. On a resumed run fairseq2 builds the
+        policy empty and fills it from the checkpoint only later, so the seed is taken
+        from the reference model (the seed model, loaded from its card) when there is one;
+        an online generator is synced to the restored policy before its first rollout.
+        """
+        seed_model = reference if reference is not None else policy_module
+        seed_model_name = config.reference_model.name if reference is not None else config.model.name
+        dp_gang = context.gangs.dp
+        owner = None
+        if dp_gang.rank == 0:
+            owner = create_generator(
+                config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
+                tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
+            )  # fmt: skip
+        return owner if dp_gang.size == 1 else GangGenerator(dp_gang, owner)
 
     @staticmethod
     def _reader(context: RecipeContext, config: PreferenceFinetuneConfig, items: list[Any], batch_kls: Any) -> DataPipelineReader[Any]:
-        builder = (
-            read_sequence(items)
-            .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
-            .bucket(config.dataset.batch_size, drop_remainder=True)
-        )
-        if batch_kls is PromptBatch:
-            # Batches come in windows of s steps (one sync each): the unit hands a whole
-            # window to the generator right after its sync.
-            window = (config.generator.sync_every_n_steps or 1) if config.generator.work_ahead else 1
-            builder = builder.bucket(window, drop_remainder=True).yield_from(
-                lambda group: read_sequence(
-                    [PromptBatch(tuple(group), index) for index in range(len(group))]
-                ).and_return()
-            )
-        else:
-            builder = builder.map(batch_kls)
-        return DataPipelineReader(builder.and_return(), context.gangs)
+        dp = context.gangs.dp
+        return DataPipelineReader(train_pipeline(items, config, batch_kls, dp.rank, dp.size), context.gangs)
+
+    @staticmethod
+    def _valid_reader(
+        context: RecipeContext, valid: ValidationSection, examples: list[PromptExample]
+    ) -> DataPipelineReader[ValidationBatch]:
+        """Every prompt once per validation, spread over the data-parallel ranks."""
+        dp = context.gangs.dp
+        builder = read_sequence(examples).shard(dp.rank, dp.size, allow_uneven=True).bucket(valid.batch_size)
+        return DataPipelineReader(builder.map(ValidationBatch).and_return(), context.gangs, sync_mode=SyncMode.UNTIL_LAST)
 
     @property
     @override

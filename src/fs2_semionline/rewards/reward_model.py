@@ -58,6 +58,7 @@ it, so the rule-based reward workers stay light.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -84,6 +85,8 @@ from fs2_semionline.data.templates import BEGIN_OF_TEXT, EOT, chat_prompt
 if TYPE_CHECKING:
     from fairseq2.assets import AssetCard, AssetStore
 
+    from fs2_semionline.config import RewardSection
+
 __all__ = [
     "ATHENE_CLS_ID",
     "ATHENE_MAX_LENGTH",
@@ -92,6 +95,7 @@ __all__ = [
     "RewardModel",
     "RewardModelSpec",
     "resolve_reward_model",
+    "reward_model_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -381,7 +385,23 @@ def resolve_reward_model(name_or_path: str, *, store: AssetStore | None = None) 
             f"asset card {card.name!r}: field 'reward_model_head' must be one of "
             f"{get_args(RewardHead)}: {head!r}"
         )
-    return RewardModelSpec(path=str(model_path), head=cast(RewardHead, head))
+    return RewardModelSpec(path=str(model_path.resolve()), head=cast(RewardHead, head))
+
+
+def reward_model_spec(section: RewardSection) -> RewardModelSpec:
+    """The spec of ``reward.model`` with the section's batch size, device and length limit;
+    a name that is neither a folder nor a card is a :class:`ConfigError` naming the key."""
+    from fs2_semionline.errors import ConfigError
+
+    assert section.model is not None
+    try:
+        spec = resolve_reward_model(section.model)
+    except ValueError as err:
+        raise ConfigError(f"reward.model: {err}") from None
+    return dataclasses.replace(
+        spec, batch_size=section.model_batch_size, device=section.model_device,
+        max_length=section.model_max_length or spec.max_length,
+    )  # fmt: skip
 
 
 def _card_str(card: AssetCard, name: str) -> str | None:

@@ -55,6 +55,7 @@ from fs2_semionline.pairing import (
     step_seed,
 )
 from fs2_semionline.rewards import MathVerifyPool
+from fs2_semionline.rewards.routing import score_responses
 from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
 
 # name → (display name, priority); registered as fairseq2 metric descriptors.
@@ -288,26 +289,10 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
 
     def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
-        """One reward per rollout, each prompt routed to its task's reward: math → Math-Verify
-        (0/1), chat → the reward model (scalar). ``None`` = failed (never 0): masked and
-        counted downstream."""
-        rewards: list[list[float | None]] = [[None] * len(cs) for cs in rollouts]
-        for task in ("math", "chat"):
-            rows = [i for i, e in enumerate(examples) if e.task == task]
-            if not rows:
-                continue
-            responses = [c.text for i in rows for c in rollouts[i]]
-            if task == "chat":
-                assert self._reward_model is not None, "chat prompts need reward.model"
-                flat = self._reward_model.score([examples[i].text for i in rows for _ in rollouts[i]], responses)
-            else:
-                assert self._scorer is not None
-                flat = self._scorer.score(responses, [str(examples[i].answer) for i in rows for _ in rollouts[i]]).rewards
-            start = 0
-            for i in rows:
-                rewards[i] = list(flat[start : start + len(rollouts[i])])
-                start += len(rollouts[i])
-        return rewards
+        """One reward per rollout, each prompt routed to its task's reward (``None`` = failed)."""
+        return score_responses(
+            examples, [[c.text for c in cs] for cs in rollouts], math_scorer=self._scorer, reward_model=self._reward_model
+        )
 
     @staticmethod
     def _reward_kinds(examples: Sequence[PromptExample]) -> list[RewardKind]:

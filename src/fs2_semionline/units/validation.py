@@ -1,0 +1,163 @@
+"""Validation: sample the policy on held-out prompts and score what it writes (§3.2, §3.3).
+
+    held-out prompts ─► N samples from the policy being trained (fairseq2's sampler,
+    temperature 0.6, top-p 0.9) ─► math: Math-Verify; chat: the reward model
+    ─► accuracy, reward, reward_len_norm ─► score = their mean
+
+The paper selects non-verifiable checkpoints by the "highest length-normalised
+Athene-RM-8B reward" and combined runs by "averaging length-normalised non-verifiable
+reward and verifiable reward" without defining the normalisation. Its authors' code
+divides the mean reward by the mean rollout length; ``reward_len_norm`` does the same
+over the whole validation set (Σ reward / Σ tokens over the scored samples), so the
+value does not depend on the batch size or the number of ranks. Dividing a negative
+mean by the length makes longer answers score higher: that is logged, and
+``validation.length_normalization=none`` uses the plain mean reward instead.
+
+The policy sampled is the trainer's own (fairseq2's validator puts it in eval mode), not
+the rollout generator, whose weights are those of the last sync: a checkpoint is scored
+for what it is. Batch k of every validation is sampled with the seed
+:func:`validation_seed` (common.seed, k), so all checkpoints see the same sampling noise
+(their differences are not noise) and nothing is kept between validations: resuming
+needs no state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.evaluator import EvalUnit
+from fairseq2.logging import log
+from fairseq2.metrics import MetricBag, Sum
+from fairseq2.models.clm import CausalLM
+from typing_extensions import override
+
+from fs2_semionline.config import ValidationSection
+from fs2_semionline.data.jsonl import PromptExample
+from fs2_semionline.eval.chat_eval import length_normalised_reward
+from fs2_semionline.generation.local import sample_completions
+from fs2_semionline.generation.protocol import SamplingConfig
+from fs2_semionline.pairing import step_seed
+from fs2_semionline.rewards.routing import RewardModelClient, score_responses
+from fs2_semionline.units.preference import MeanOrNaN
+
+# name → (display name, priority, higher is better); registered as metric descriptors.
+VALID_METRICS: dict[str, tuple[str, int, bool]] = {
+    "score": ("Validation Score", 80, True),
+    "accuracy": ("Accuracy (math)", 81, True),
+    "reward_len_norm": ("Length-normalised Reward (chat)", 82, True),
+    "response_len/math": ("Response Length (math)", 111, False),
+    "response_len/chat": ("Response Length (chat)", 112, False),
+}
+_MEANS = ("accuracy", "reward/chat", "response_len/math", "response_len/chat")
+
+
+@dataclass
+class ValidationBatch:
+    examples: list[PromptExample]
+
+    def to(self, device: torch.device, *, non_blocking: bool = False) -> "ValidationBatch":
+        return self
+
+
+def validation_seed(seed: int, batch_nr: int) -> int:
+    """The sampler seed of batch ``batch_nr`` (0-based) of every validation."""
+    return step_seed(seed, -1 - batch_nr) >> 1  # negative "steps": never a training step's seed
+
+
+def validation_score(values: MutableMapping[str, object], tasks: frozenset[str]) -> float:
+    """The mean of math accuracy and the length-normalised chat reward, over the tasks
+    validated (paper §3.3). A component that could not be measured (every reward
+    failed) makes the score −inf, so that checkpoint is never selected, and is logged."""
+    parts = {"math": values.get("accuracy"), "chat": values.get("reward_len_norm")}
+    chosen = [float(parts[t]) for t in sorted(tasks)]  # type: ignore[arg-type]
+    if not chosen or any(math.isnan(p) for p in chosen):
+        log.warning("validation: no reward could be measured for some task ({}): score is -inf", parts)
+        return -math.inf
+    return sum(chosen) / len(chosen)
+
+
+class ValidationUnit(EvalUnit[ValidationBatch]):
+    def __init__(
+        self,
+        model: CausalLM,
+        tokenizer: Tokenizer,
+        config: ValidationSection,
+        *,
+        tasks: frozenset[str],
+        max_gen_len: int,
+        seed: int,
+        math_scorer: Any = None,
+        reward_model: RewardModelClient | None = None,
+    ) -> None:
+        self._model = model
+        self._seed = seed
+        self._batch_nr = 0
+        self._tokenizer = tokenizer
+        self._config = config
+        self._tasks = tasks
+        self._sampling = SamplingConfig(config.temperature, config.top_p, config.max_gen_len or max_gen_len)
+        self._math_scorer = math_scorer
+        self._reward_model = reward_model
+
+    @override
+    def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
+        for name in _MEANS:
+            metric_bag.add(name, MeanOrNaN())
+        metric_bag.add("failed_rewards", Sum())
+
+    @override
+    def set_train_step_nr(self, step_nr: int) -> None:
+        self._batch_nr = 0  # called at the start of every validation
+
+    @override
+    def process_batch(self, batch: ValidationBatch, metric_bag: MetricBag) -> None:
+        examples = batch.examples
+        device = next(self._model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(validation_seed(self._seed, self._batch_nr))
+            completions = sample_completions(
+                self._model, self._tokenizer, [e.token_ids for e in examples], self._config.num_samples,
+                self._sampling, batch_size=self._config.batch_size,
+            )  # fmt: skip
+        self._batch_nr += 1
+        rewards = score_responses(
+            examples, [[c.text for c in cs] for cs in completions],
+            math_scorer=self._math_scorer, reward_model=self._reward_model,
+        )  # fmt: skip
+        num_failed = 0
+        for task, reward_name in (("math", "accuracy"), ("chat", "reward/chat")):
+            scored = [
+                (r, len(c.token_ids))
+                for e, cs, rs in zip(examples, completions, rewards) if e.task == task
+                for c, r in zip(cs, rs) if r is not None
+            ]  # fmt: skip
+            num_failed += sum(r is None for e, rs in zip(examples, rewards) if e.task == task for r in rs)
+            if scored:
+                n = len(scored)
+                metric_bag.get(reward_name, MeanOrNaN).update(sum(r for r, _ in scored) / n, weight=n)
+                # Over the scored samples only: reward_len_norm is then Σ reward / Σ tokens.
+                metric_bag.get(f"response_len/{task}", MeanOrNaN).update(sum(l for _, l in scored) / n, weight=n)
+        metric_bag.get("failed_rewards", Sum).update(num_failed)
+
+    @override
+    def process_metric_values(self, values: MutableMapping[str, object]) -> None:
+        if "chat" in self._tasks:
+            reward = float(values["reward/chat"])  # type: ignore[arg-type]
+            length = float(values["response_len/chat"])  # type: ignore[arg-type]
+            values["reward_len_norm"] = length_normalised_reward(reward, length, self._config.length_normalization)
+            if self._config.length_normalization == "mean_ratio" and reward < 0:
+                log.warning(
+                    "validation: the mean chat reward is negative ({:.4g}); divided by the length it favours longer "
+                    "answers. validation.length_normalization=none selects by the plain mean reward.", reward,
+                )  # fmt: skip
+        for task, names in (("math", ("accuracy", "response_len/math")), ("chat", ("reward/chat", "response_len/chat"))):
+            if task not in self._tasks:
+                for name in names:
+                    values.pop(name, None)
+        values["score"] = validation_score(values, self._tasks)
+
