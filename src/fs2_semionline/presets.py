@@ -60,14 +60,18 @@ def merged_config_file(preset: Preset, user_file: Path | None) -> Path:
         return preset.path
     from tempfile import NamedTemporaryFile
 
-    from fairseq2.utils.config import StandardConfigMerger
+    from fairseq2.utils.config import ReplacePathDirective, StandardConfigMerger, StandardConfigProcessor
 
-    base = yaml.safe_load(preset.path.read_text(encoding="utf-8")) or {}
-    try:
-        overrides = yaml.safe_load(user_file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as ex:
-        raise SystemExit(f"error: {user_file} is not valid YAML: {ex}") from None
-    merged = StandardConfigMerger().merge(base, overrides)
+    def load(path: Path) -> object:
+        # ``${dir}`` means the folder of the file it is written in (fairseq2's rule), so it
+        # is expanded before the merged file moves elsewhere.
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as ex:
+            raise SystemExit(f"error: {path} is not valid YAML: {ex}") from None
+        return StandardConfigProcessor([]).process(raw, [ReplacePathDirective(path.resolve().parent)])
+
+    merged = StandardConfigMerger().merge(load(preset.path), load(user_file))
     with NamedTemporaryFile("w", suffix=".yaml", prefix=f"{preset.name}-", delete=False) as f:
         yaml.safe_dump(merged, f, sort_keys=False)
     return Path(f.name)

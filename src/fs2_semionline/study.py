@@ -21,7 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from fs2_semionline.demo import _cli, _result
+from fs2_semionline.checkpoints import checkpoint_model_dir, checkpoint_steps
+from fs2_semionline.demo import _cli, _result, checkpoint_overrides
 from fs2_semionline.plot import plot_runs
 
 # (label, preset, extra --config overrides)
@@ -41,7 +42,7 @@ def _slug(label: str) -> str:
 def _evaluate(out_dir: Path, num_samples: int, checkpoint: Path | None) -> dict[str, float]:
     overrides = [f"sampling.num_samples={num_samples}"]
     if checkpoint is not None:
-        overrides += ["model.name=null", f"model.path={checkpoint}", "model.family=llama", "model.arch=tiny_math"]
+        overrides += checkpoint_overrides(checkpoint)
     _cli("lm", "evaluate", str(out_dir), "--preset", "eval_tiny_math", "--config", *overrides)
     return _result(out_dir)
 
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         _cli("lm", "preference_finetune", str(run / "train"), "--preset", preset, "--config",
              f"generator.backend={args.backend}", f"regime.num_steps={args.steps}", *overrides)  # fmt: skip
         train_minutes = (time.perf_counter() - t0) / 60
-        steps = sorted(int(p.name.removeprefix("step_")) for p in (run / "train" / "checkpoints").glob("step_*"))
-        checkpoint = run / "train" / "checkpoints" / f"step_{steps[-1]}" / "model"
+        checkpoint = checkpoint_model_dir(run / "train", checkpoint_steps(run / "train")[-1])
         rows.append((label, _evaluate(run / "eval", args.num_samples, checkpoint), train_minutes))
 
     seed_acc = rows[0][1]["accuracy"]
