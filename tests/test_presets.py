@@ -3,6 +3,8 @@ fairseq2's own converter and passes the recipe's config checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from fairseq2.utils.structured import StandardValueConverter
@@ -35,3 +37,19 @@ def test_preset_is_a_valid_config(preset, tiny_tokenizer) -> None:  # tiny_token
         assert config.dataset.task == "math" and config.reward.model == "athene_rm_8b"
         assert config.loss.beta == 0.01 and raw["optimizer"]["config"]["eps"] == 1e-5
         assert config.generator.sync_every_n_steps == 1 and config.dataset.batch_size == 32
+
+
+def test_dir_in_a_merged_preset_means_each_files_own_folder(tmp_path) -> None:
+    """``${dir}`` is fairseq2's "folder of this config file"; merging a user file on top of a
+    preset writes a new file elsewhere, so each file's ``${dir}`` is expanded first."""
+    from fs2_semionline.paths import PRESETS_DIR, TINY_CHAT_DATA_DIR
+    from fs2_semionline.presets import get_preset, merged_config_file
+
+    user = tmp_path / "mine.yaml"
+    user.write_text("validation:\n  chat_paths: ['${dir}/my_valid.jsonl']\n")
+    merged = yaml.safe_load(merged_config_file(get_preset("tiny_mixed_online_dpo", "preference_finetune"), user).read_text())
+    (chat,) = merged["dataset"]["chat_paths"]
+    assert chat == f"{PRESETS_DIR.resolve()}/../assets/tiny_chat/data/train.jsonl"
+    assert Path(chat).resolve() == (TINY_CHAT_DATA_DIR / "train.jsonl").resolve()
+    assert merged["validation"]["chat_paths"] == [f"{tmp_path.resolve()}/my_valid.jsonl"]
+    assert merged["validation"]["math_paths"] == [f"{PRESETS_DIR.resolve()}/../assets/tiny_math/data/valid.jsonl"]
