@@ -133,3 +133,15 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
     mean_len = sum(g["num_tokens"] for g in generations) / 6
     assert result["reward_len_norm"] == pytest.approx(result["mean_reward"] / mean_len, rel=1e-9)
     assert result["num_failed_rewards"] == 0
+
+
+def test_cli_refuses_an_unknown_reward_model_before_sampling(tmp_path: Path) -> None:
+    chat = _write(tmp_path / "chat.jsonl", [{"prompt": "Hello"}])
+    cmd = [
+        sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(tmp_path / "out"), "--no-rich", "--config",
+        "dataset.task=chat", f"dataset.paths=[{chat}]", f"reward.model={tmp_path / 'no_such_rm'}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "reward.model: " in out.stdout + out.stderr and "neither a local reward model folder nor a fairseq2 asset card" in out.stdout + out.stderr
+    assert not (tmp_path / "out" / "generations.jsonl").exists()

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.logging import log
@@ -167,9 +167,14 @@ class EvalTask(Task):
         encoder = tokenizer.create_raw_encoder()
         sets = load_eval_sets(config.dataset.paths, task=config.dataset.task, encode=lambda t: encoder(t).tolist())
         chat_ids: dict[str, ChatIds] = {}
+        reward_spec = None
         if config.dataset.task == "chat":
             for s in sets:
                 chat_ids.update(read_chat_ids(s.path))
+            if config.reward.model:  # a wrong name or folder fails now, not after sampling
+                from fs2_semionline.rewards.reward_model import reward_model_spec
+
+                reward_spec = reward_model_spec(config.reward)
         model = context.get_model_as(CausalLM)
         max_prompt_len = config.dataset.max_prompt_len
         if max_prompt_len is None:
@@ -184,7 +189,7 @@ class EvalTask(Task):
         if config.dataset.task == "math":
             self._run_math(model, tokenizer, sets, num_samples, start)
         else:
-            self._run_chat(model, tokenizer, sets, chat_ids, num_samples, start)
+            self._run_chat(model, tokenizer, sets, chat_ids, num_samples, start, reward_spec)
         self._step_nr = 1
 
     def _common_summary(self, sets: list[EvalSet]) -> dict[str, object]:
@@ -251,6 +256,7 @@ class EvalTask(Task):
         chat_ids: dict[str, ChatIds],
         num_samples: int,
         start: float,
+        reward_spec: Any,
     ) -> None:
         config, context = self._config, self._context
         name = config.export.model_name or self._model_name
@@ -260,10 +266,10 @@ class EvalTask(Task):
         )  # fmt: skip
         generations = [g for gs in per_set for g in gs]
         rewards_per_set: list[list[list[float | None]]] | None = None
-        if config.reward.model:
-            from fs2_semionline.rewards.reward_model import RewardModel, reward_model_spec
+        if reward_spec is not None:
+            from fs2_semionline.rewards.reward_model import RewardModel
 
-            reward_model = RewardModel(reward_model_spec(config.reward))
+            reward_model = RewardModel(reward_spec)
             rewards_per_set = [score_chat(gs, reward_model) for gs in per_set]
             del reward_model
         rewards = None if rewards_per_set is None else [r for rs in rewards_per_set for r in rs]
