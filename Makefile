@@ -38,7 +38,7 @@ demo-mixed: setup
 	$(PY) -m fs2_semionline.demo demo_mixed_out --preset tiny_mixed_online_dpo
 
 # The paper's Table 1 at tiny scale: offline / semi-online (s=10, s=4) / online DPO and GRPO
-# under one budget, each evaluated on the test split (~15 min on 2 cores).
+# under one budget, each evaluated on the test split (~8 min on 2 cores).
 study: setup
 	$(PY) -m fs2_semionline.study study_out
 
