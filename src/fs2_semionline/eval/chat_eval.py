@@ -118,9 +118,8 @@ def generate_chat(
 
 
 def chat_summary(
-    generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]] | None = None,
-    *, length_normalization: str = "mean_ratio",
-) -> dict[str, object]:  # fmt: skip
+    generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]] | None = None
+) -> dict[str, object]:
     """Counts for results.json, and with ``rewards`` (one per sample, ``None`` = failed)
     the reward model's mean reward ± its standard error over prompts and the
     length-normalised reward of :func:`length_normalised_reward`."""
@@ -132,7 +131,7 @@ def chat_summary(
         "num_unfinished": sum(not c.finished for c in completions),
     }
     if rewards is not None:
-        summary.update(reward_summary(generations, rewards, length_normalization))
+        summary.update(reward_summary(generations, rewards, "mean_ratio"))
     return summary
 
 
@@ -170,14 +169,11 @@ def reward_summary(
 
 def score_chat(generations: Sequence[ChatGeneration], reward_model: Any) -> list[list[float | None]]:
     """The reward model's score of every sample (``None`` = failed), [prompt][sample]."""
-    flat = reward_model.score(
-        [g.example.text for g in generations for _ in g.completions], [c.text for g in generations for c in g.completions]
+    from fs2_semionline.rewards.routing import score_responses
+
+    return score_responses(
+        [g.example for g in generations], [[c.text for c in g.completions] for g in generations], reward_model=reward_model
     )
-    out, start = [], 0
-    for g in generations:
-        out.append(list(flat[start : start + len(g.completions)]))
-        start += len(g.completions)
-    return out
 
 
 def generation_records(
