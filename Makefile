@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fs2-semionline-installed
 VLLM_VERSION := 0.14.1
 
-.PHONY: setup demo demo-mixed test study tiny-assets tiny-chat-assets clean
+.PHONY: setup demo demo-mixed test test-tools study tiny-assets tiny-chat-assets clean
 
 setup: $(STAMP)
 
@@ -42,7 +42,16 @@ demo-mixed: setup
 study: setup
 	$(PY) -m fs2_semionline.study study_out
 
-test: setup
+# The launch test submits recipes/launch/slurm_ray.sbatch to a single-node Slurm it starts
+# on loopback: Debian's Slurm daemons and munge (about 15 s to install).
+test-tools:
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v slurmctld >/dev/null 2>&1 || ! PATH="$$PATH:/usr/sbin:/sbin" command -v munged >/dev/null 2>&1; then \
+		echo "installing slurmctld, slurmd, slurm-client, munge (the launch test runs a loopback Slurm)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge; \
+	fi
+
+test: setup test-tools
 	$(PY) -m pytest tests
 
 # Rebuilds the shipped tiny tokenizer, data and SFT checkpoint from scratch (~20 min on 2 cores).

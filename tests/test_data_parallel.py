@@ -29,7 +29,7 @@ def test_two_ranks_train_and_validate(tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         "-m", "fs2_semionline.recipes.preference_finetune", str(out), "--no-rich", "--config",
-        f"dataset.paths=[{train}]", "dataset.batch_size=4", "generator.backend=local", "generator.num_rollouts=4",
+        f"dataset.paths=[{train}]", "dataset.batch_size=8", "generator.backend=local", "generator.num_rollouts=4",
         "generator.max_gen_len=32", "optimizer.config.lr=1e-4", "regime.num_steps=2",
         "regime.checkpoint_every_n_steps=2", "regime.validate_every_n_steps=2", f"validation.math_paths=[{valid}]",
         "validation.batch_size=2", "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false",
@@ -40,7 +40,7 @@ def test_two_ranks_train_and_validate(tmp_path: Path) -> None:
     assert "Running on 2 process(es)" in run.stdout + run.stderr
     rows = [json.loads(l) for l in (out / "metrics" / "train.jsonl").read_text().splitlines()]
     assert [r["Step"] for r in rows] == [1, 2]
-    for r in rows:  # one DPO pair per usable prompt: 2 ranks x 4 prompts per step
+    for r in rows:  # one DPO pair per usable prompt: a global batch of 8 = 2 ranks x 4 prompts
         assert r["Pairs"] + r["Skipped Prompts"] == 8
     (v,) = [json.loads(l) for l in (out / "metrics" / "valid.jsonl").read_text().splitlines()]
     assert v["Step"] == 2 and 0.0 <= v["Accuracy (math)"] <= 1.0 and v["Failed Rewards"] == 0

@@ -39,3 +39,31 @@ def test_export_loads_in_transformers_with_matching_logits(tmp_path: Path, tiny_
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=0), (ours - theirs).abs().max()
     # Same argmax everywhere: the exported model generates what ours generates.
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_streaming_conversion_of_buckets_equals_converting_the_whole_state_dict(tiny_model) -> None:
+    """The generator sync renames one bucket at a time; the result must be fairseq2's own
+    conversion of the full state dict, tensor for tensor (q/k rotary permutation included)."""
+    from fs2_semionline.hf_export import StreamingHFConverter, to_hf_state_dict
+    from fs2_semionline.sharding import full_weight_buckets
+
+    whole = to_hf_state_dict(tiny_model.state_dict(), tiny_math_config())
+    convert = StreamingHFConverter.of(tiny_model.state_dict(), tiny_math_config())
+    buckets = list(full_weight_buckets(tiny_model, bucket_bytes=600_000))
+    assert len(buckets) > 5
+    for bucket in buckets[:-1]:  # a bucket only overflows its size with a single tensor
+        sizes = [t.numel() * t.element_size() for t in bucket.values()]
+        assert sum(sizes) <= 600_000 or len(sizes) == 1
+    streamed: dict[str, torch.Tensor] = {}
+    for bucket in buckets:
+        converted = convert(bucket)
+        assert not set(converted) & set(streamed)
+        streamed.update(converted)
+    assert sorted(streamed) == sorted(whole)
+    for name, value in whole.items():
+        assert torch.equal(streamed[name], value), name
+
+    cast = list(full_weight_buckets(tiny_model, bucket_bytes=1 << 30, dtype=torch.bfloat16))
+    assert len(cast) == 1 and {t.dtype for t in cast[0].values()} == {torch.bfloat16}
+    dropped = list(full_weight_buckets(tiny_model, bucket_bytes=1 << 30, keep=False))
+    assert dropped == [{}]  # the ranks that do not own the generator walk along with nothing

@@ -226,8 +226,30 @@ def test_data_parallel_ranks_read_disjoint_equal_shards(tmp_path: Path) -> None:
     from fs2_semionline.units.preference import PromptBatch
 
     config = tiny_config(tmp_path)
-    config.dataset.batch_size = 2
+    config.dataset.batch_size = 4  # global: 2 prompts per rank and step
     items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(11)]
     shards = [[e.prompt for b in train_pipeline(items, config, PromptBatch, rank, 2) for e in b.examples] for rank in range(2)]
     assert len(shards[0]) == len(shards[1]) == 4  # 5 each, cut to whole batches of 2
     assert not set(shards[0]) & set(shards[1])
+
+
+def test_global_batch_is_split_over_ranks_and_micro_batches(tmp_path: Path) -> None:
+    from fs2_semionline.data.jsonl import PromptExample
+    from fs2_semionline.errors import ConfigError
+    from fs2_semionline.recipes.preference_finetune import train_pipeline
+    from fs2_semionline.units.preference import PromptBatch
+
+    config = tiny_config(tmp_path)
+    config.dataset.batch_size = 8
+    config.generator.sync_every_n_steps = 2
+    config.trainer.grad_accumulation.num_batches = 2
+    items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(16)]
+    batches = list(train_pipeline(items, config, PromptBatch, 1, 2))  # rank 1 of 2: 8 prompts, 4 per step
+    assert [(b.index, b.micro, len(b.step_examples), len(b.examples)) for b in batches] == [
+        (0, 0, 4, 2), (0, 1, 4, 2), (1, 0, 4, 2), (1, 1, 4, 2)
+    ]  # one window of s = 2 steps, each step in two micro-batches of 2 prompts
+    assert [e.prompt for b in batches[:2] for e in b.examples] == [e.prompt for e in batches[0].step_examples]
+    assert batches[0].window == batches[3].window
+    config.dataset.batch_size = 6
+    with pytest.raises(ConfigError, match=r"dataset.batch_size=6 .* multiple of data-parallel size 2 x .*num_batches 2 = 4"):
+        list(train_pipeline(items, config, PromptBatch, 0, 2))

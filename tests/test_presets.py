@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from fairseq2.utils.structured import StandardValueConverter
 
@@ -27,6 +28,13 @@ def test_preset_is_a_valid_config(preset, tiny_tokenizer) -> None:  # tiny_token
     config = StandardValueConverter().structure(raw, PreferenceFinetuneConfig)
     check_config(config)
     assert config.generator.backend == "vllm"
+    if not preset.name.startswith("tiny_"):
+        # Paper scale: fp32 master weights sharded by FSDP2, bf16 compute; the batch is the
+        # paper's global batch and divides over the paper's 32 trainer GPUs.
+        assert config.model.dtype == torch.float32 and config.trainer.data_parallelism == "fsdp"
+        assert config.trainer.mixed_precision.mode == "static"
+        assert config.trainer.mixed_precision.dtype == torch.bfloat16
+        assert config.dataset.batch_size in (32, 64) and config.dataset.batch_size % 32 == 0
     if preset.name.startswith("chat_"):
         # Table 4, non-verifiable: β 0.01 (GRPO: KL 0.001), ε 1e-8, clip 0.1, no reference sync.
         assert config.dataset.task == "chat" and config.reward.model == "athene_rm_8b"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
@@ -32,7 +32,9 @@ class PromptDataSection:
     pairs_path: Path | None = None
     """Offline DPO form (b): JSONL with ``prompt``, ``chosen``, ``rejected``; no generation."""
     batch_size: int = 8
-    """Prompts per step (per data-parallel rank)."""
+    """Prompts per optimizer step, over all data-parallel ranks together (the paper's
+    batch): each rank takes batch_size / dp_size, in
+    ``trainer.grad_accumulation.num_batches`` micro-batches; it must divide evenly."""
     max_prompt_len: int | None = None
     """Longer prompts are counted skips. Default: model max_seq_len − generator.max_gen_len."""
     shuffle_window: int = 10_000
@@ -66,8 +68,12 @@ class RolloutGeneratorSection:
     """``vllm``: GPUs per engine (one placement per actor)."""
     num_cpus_per_replica: float = 1.0
     """``vllm``: Ray CPUs per actor; on a CPU machine also its torch threads."""
-    engine_args: dict[str, Any] = field(default_factory=dict)
+    engine_args: dict[str, object] = field(default_factory=dict)
     """``vllm``: passed to ``vllm.LLM`` (e.g. gpu_memory_utilization, max_num_seqs)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``vllm``: the dtype the engines serve in and the weights travel in. ``auto``: the
+    trainer's compute dtype (``trainer.mixed_precision.dtype`` under static mixed
+    precision, else ``model.dtype``), so fp32 master weights are served in bf16."""
     weight_sync: Literal["auto", "object_store", "nccl"] = "auto"
     """``auto``: NCCL broadcast on GPU, Ray's object store on CPU."""
     sync_bucket_mb: int = 1024

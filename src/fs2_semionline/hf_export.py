@@ -32,6 +32,37 @@ def to_hf_state_dict(
     return converter.to_hg_state_dict(dict(state_dict), config)  # type: ignore[return-value]
 
 
+class StreamingHFConverter:
+    """fairseq2's converter applied to one bucket of a state dict at a time.
+
+    The converters want every key at once (the llama one permutes each layer's q/k and
+    drops ``lm_head`` when embeddings are tied). Each bucket is completed with empty
+    ``meta`` tensors of the missing keys' shapes, converted whole, and the placeholders'
+    outputs dropped: the result equals converting the full state dict (tested), while
+    only one bucket of real tensors exists.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[tuple[int, ...], torch.dtype]], config: LLaMAConfig, family: str = "llama") -> None:
+        self._shapes = dict(shapes)
+        self._config = config
+        self._converter = get_hugging_face_converter(family)
+
+    @staticmethod
+    def of(state_dict: Mapping[str, torch.Tensor], config: LLaMAConfig, family: str = "llama") -> "StreamingHFConverter":
+        return StreamingHFConverter({k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}, config, family)
+
+    def __call__(self, bucket: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        unknown = set(bucket) - set(self._shapes)
+        if unknown:
+            raise KeyError(f"not in the model's state dict: {sorted(unknown)[:5]}")
+        full = {
+            k: bucket[k] if k in bucket else torch.empty(shape, dtype=dtype, device="meta")
+            for k, (shape, dtype) in self._shapes.items()
+        }
+        converted = self._converter.to_hg_state_dict(full, self._config)
+        return {k: v for k, v in converted.items() if not v.is_meta}  # type: ignore[union-attr]
+
+
 def export_hf_model(
     state_dict: dict[str, torch.Tensor],
     config: LLaMAConfig,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-from functools import partial
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fairseq2.assets import AssetStore
 from fairseq2.data.tokenizers import Tokenizer
@@ -28,16 +29,21 @@ def create_generator(
     tokenizer_name: str,
     work_dir: Path,
     seed: int,
+    seed_state: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Generator:
     """``local``: a private copy of the seed model. ``vllm``: exports the seed weights as an
-    HF folder (what a fresh replica loads) and starts the actors (Ray must be up)."""
+    HF folder in ``dtype`` (what a fresh replica loads) and starts the actors (Ray must be
+    up). ``seed_state``: the seed's full weights when ``seed_model`` is sharded."""
     if config.backend == "local":
+        if seed_state is not None:
+            raise ConfigError("generator.backend=local cannot start from a sharded policy: use a reference model")
         return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.batch_size)
 
     from fs2_semionline.generation.nccl_sync import NcclWeightSender
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
-    from fs2_semionline.hf_export import export_hf_model, to_hf_state_dict
+    from fs2_semionline.hf_export import StreamingHFConverter, export_hf_model
 
     resolver = get_dependency_resolver()
     store = resolver.resolve(AssetStore)
@@ -47,8 +53,11 @@ def create_generator(
     tokenizer_dir = _local_dir(store.retrieve_card(tokenizer_name).field("tokenizer").as_uri().path)
 
     model_dir = work_dir / "generator_seed_hf"
-    state = {k: v.detach().to("cpu") for k, v in seed_model.state_dict().items()}
+    source = seed_state if seed_state is not None else seed_model.state_dict()
+    state = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype) for k, v in source.items()}
     export_hf_model(state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir, family=family_name)
+    to_hf = StreamingHFConverter.of(state, model_config, family_name)
+    del state, source
 
     weight_sync = config.weight_sync
     if weight_sync == "auto":
@@ -58,16 +67,19 @@ def create_generator(
     nccl = None
     if weight_sync == "nccl":
         nccl = NcclWeightSender(tensor_parallel_size=config.tensor_parallel_size, bucket_bytes=config.sync_bucket_mb << 20)
+    engine_args = dict(config.engine_args)
+    if dtype is not None:
+        engine_args.setdefault("dtype", str(dtype).removeprefix("torch."))
     options = ReplicaOptions(
         replicas=config.replicas, tensor_parallel_size=config.tensor_parallel_size,
-        num_cpus=config.num_cpus_per_replica, engine_args=dict(config.engine_args),
+        num_cpus=config.num_cpus_per_replica, engine_args=engine_args,
         sync_timeout_s=config.sync_timeout_s, generate_timeout_s=config.generate_timeout_s,
         max_restarts=config.max_restarts,
     )  # fmt: skip
 
     max_model_len = int(getattr(seed_model, "max_seq_len"))
     return RayVLLMGenerator(
-        model_dir, to_hf=partial(to_hf_state_dict, config=model_config, family=family_name), options=options, max_model_len=max_model_len, seed=seed, nccl_sender=nccl
+        model_dir, to_hf=to_hf, options=options, max_model_len=max_model_len, seed=seed, nccl_sender=nccl
     )
 
 

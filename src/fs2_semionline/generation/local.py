@@ -15,6 +15,7 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
+from fs2_semionline.sharding import WeightBuckets, as_buckets
 
 
 def text_decoder(tokenizer: Tokenizer) -> TokenDecoder:
@@ -106,8 +107,17 @@ class LocalGenerator:
         return self._version
 
     @torch.no_grad()
-    def sync(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
-        self._model.load_state_dict(state_dict)
+    def sync(self, weights: Mapping[str, torch.Tensor] | WeightBuckets, version: int) -> None:
+        """Loads bucket by bucket; every weight of the model must arrive."""
+        expected = set(self._model.state_dict())
+        loaded: set[str] = set()
+        for bucket in as_buckets(weights):
+            result = self._model.load_state_dict(dict(bucket), strict=False)
+            if result.unexpected_keys:
+                raise KeyError(f"not weights of the generator's model: {result.unexpected_keys[:5]}")
+            loaded |= set(bucket)
+        if loaded != expected:
+            raise KeyError(f"a weight sync missed {sorted(expected - loaded)[:5]}")
         self._version = version
 
     def submit(

@@ -60,6 +60,9 @@ class NcclWeightSender:
             self._comm.broadcast(buffer, src=0)
             torch.cuda.current_stream().synchronize()
             _get_all(refs, actors, timeout_s, "weight sync")
+
+    def reset_prefix_cache(self, actors: Sequence[Any], timeout_s: float) -> None:
+        """After the last bucket of a sync: cached prefixes hold the old weights' states."""
         _get_all([a.reset_prefix_cache.remote() for a in actors], actors, timeout_s, "prefix-cache reset")
 
     def close(self, actors: Sequence[Any] = ()) -> None:

@@ -7,7 +7,7 @@ than its last sync, which is what makes semi-online training semi-online.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,8 +38,9 @@ class Generator(Protocol):
     @property
     def version(self) -> int: ...
 
-    def sync(self, state_dict: Mapping[str, Tensor], version: int) -> None:
-        """Loads the trainer's weights (fairseq2 names) as ``version``."""
+    def sync(self, weights: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]], version: int) -> None:
+        """Loads the trainer's weights (fairseq2 names, full tensors) as ``version``: a
+        state dict, or buckets of one (``sharding.full_weight_buckets``), consumed once."""
 
     def submit(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int

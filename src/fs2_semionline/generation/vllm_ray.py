@@ -26,6 +26,7 @@ import torch
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
 from fs2_semionline.generation.vllm_engine import VLLMEngine, cuda_available, prompt_seeds
 from fs2_semionline.generation.vllm_worker import weights_checksum
+from fs2_semionline.sharding import WeightBuckets, as_buckets
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ class RayVLLMGenerator:
         self._seed = seed
         self._nccl = nccl_sender
         self._version = 0
-        self._weights_ref: Any = None  # the current version's weights in Ray's object store
-        self._restart_weights: dict[str, torch.Tensor] | None = None  # NCCL path: a CPU copy
+        self._weights_refs: list[Any] = []  # the current version's buckets in Ray's object store
+        self._restart_weights: list[dict[str, torch.Tensor]] = []  # NCCL path: host copies of the buckets
         self.num_restarts = 0
         self._actors = [self._start_actor() for _ in range(options.replicas)]
         self._wait_ready(range(options.replicas))
@@ -153,29 +154,46 @@ class RayVLLMGenerator:
     def version(self) -> int:
         return self._version
 
-    def sync(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+    def sync(self, weights: Mapping[str, torch.Tensor] | WeightBuckets, version: int) -> None:
+        """Loads the policy's weights (fairseq2 names, full tensors), a bucket at a time:
+        no full HF copy is ever made on this side."""
         import ray
 
-        hf_state = self._to_hf(state_dict)
-        if self._nccl is not None:
-            self._nccl.send(hf_state, self._actors, self._opts.sync_timeout_s)
-            # A replaced replica must get this version again, not the policy's newer weights.
-            self._restart_weights = {k: v.detach().to("cpu", copy=True) for k, v in hf_state.items()}
-        else:
-            hf_state = {k: v.detach().cpu() for k, v in hf_state.items()}
-            self._weights_ref = ray.put(hf_state)
-            expected = weights_checksum(sorted(hf_state.items()))
-            refs = [a.load_weights.remote(self._weights_ref) for a in self._actors]
-            for replica, ref in enumerate(refs):
+        expected = 0.0
+        refs: list[Any] = []
+        restart: list[dict[str, torch.Tensor]] = []
+        got: list[float | None] = [None] * len(self._actors)
+        for bucket in as_buckets(weights):
+            hf_bucket = self._to_hf(bucket)
+            if not hf_bucket:
+                continue
+            expected += weights_checksum(sorted(hf_bucket.items()))
+            if self._nccl is not None:
+                self._nccl.send(hf_bucket, self._actors, self._opts.sync_timeout_s)
+                # A replaced replica must get this version again, not the policy's newer
+                # weights: a host copy in the serving dtype (the buckets' dtype).
+                restart.append({k: v.detach().to("cpu", copy=True) for k, v in hf_bucket.items()})
+                continue
+            ref = ray.put({k: v.detach().cpu() for k, v in hf_bucket.items()})
+            refs.append(ref)
+            for replica, actor in enumerate(self._actors):
                 try:
-                    got = self._get(ref, self._opts.sync_timeout_s, replica, what="weight sync", timeout_kls=WeightSyncTimeout)
+                    got[replica] = self._get(actor.load_weights.remote(ref), self._opts.sync_timeout_s, replica,
+                                             what="weight sync", timeout_kls=WeightSyncTimeout)  # fmt: skip
                 except ray.exceptions.RayActorError as err:
-                    # Died since its last request: a new replica loads these weights on start.
-                    log.warning("generator replica %d died before a sync (%s); restarting it", replica, type(err).__name__)
-                    got = self._restart(replica)
-                if got is None or not _close(got, expected):
+                    # Died since its last request: a new replica loads the buckets so far.
+                    log.warning("generator replica %d died during a sync (%s); restarting it", replica, type(err).__name__)
+                    self._weights_refs = list(refs)
+                    got[replica] = self._restart(replica)
+        if self._nccl is not None:
+            self._nccl.reset_prefix_cache(self._actors, self._opts.sync_timeout_s)
+            self._restart_weights = restart
+        else:
+            self._weights_refs = refs
+            for replica, checksum in enumerate(got):
+                if checksum is None or not _close(checksum, expected):
                     raise GeneratorError(
-                        f"generator replica {replica}: weights did not load (checksum {got} != sent {expected})"
+                        f"generator replica {replica}: weights did not load (checksum {checksum} != sent {expected})"
                     )
         self._version = version
 
@@ -245,7 +263,10 @@ class RayVLLMGenerator:
         # Weights and tokenizer come from model_dir: never ask a hub (tests run offline).
         # torch symbolises the C++ stack of an exception vLLM's CPU path raises and catches
         # once per engine; with addr2line that took seconds (TORCH_DISABLE_ADDR2LINE skips it).
-        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TORCH_DISABLE_ADDR2LINE": "1"}
+        # Under torchrun the actors inherit TORCHELASTIC_USE_AGENT_STORE=True (through the
+        # raylet rank 0 started), and vLLM's own TCP store then waits forever for an agent.
+        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TORCH_DISABLE_ADDR2LINE": "1",
+               "TORCHELASTIC_USE_AGENT_STORE": "False"}  # fmt: skip
         if not cuda_available():
             env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         actor_options: dict[str, Any] = {"num_cpus": opts.num_cpus, "max_restarts": 0, "runtime_env": {"env_vars": env}}
@@ -270,13 +291,15 @@ class RayVLLMGenerator:
         self.num_restarts += 1
         if self._nccl is not None:
             self._nccl.connect(self._actors)  # an NCCL group cannot take a new member: all rejoin
-            if self._restart_weights is not None:
-                self._nccl.send(self._restart_weights, self._actors, self._opts.sync_timeout_s)
-        elif self._weights_ref is not None:
-            return float(self._get(self._actors[replica].load_weights.remote(self._weights_ref),
-                                   self._opts.sync_timeout_s, replica, what="weight sync",
-                                   timeout_kls=WeightSyncTimeout))  # fmt: skip
-        return None
+            for bucket in self._restart_weights:
+                self._nccl.send(bucket, self._actors, self._opts.sync_timeout_s)
+            self._nccl.reset_prefix_cache(self._actors, self._opts.sync_timeout_s)
+            return None
+        checksum = None
+        for ref in self._weights_refs:
+            checksum = float(self._get(self._actors[replica].load_weights.remote(ref), self._opts.sync_timeout_s,
+                                       replica, what="weight sync", timeout_kls=WeightSyncTimeout))  # fmt: skip
+        return checksum
 
     def _issue(self, request: RayRollouts, chunk: _Chunk) -> None:
         actor = chunk.actor = self._actors[chunk.replica]

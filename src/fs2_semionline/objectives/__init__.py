@@ -5,7 +5,13 @@ and the entropy regulariser (§4.2). Pure torch, no fairseq2 dependency."""
 from fs2_semionline.objectives.dpo import DPOOutput, dpo_loss
 from fs2_semionline.objectives.group_dpo import GroupDPOOutput, combined_loss, group_dpo_loss
 from fs2_semionline.objectives.grpo import GRPOOutput, group_advantages, grpo_loss, sum_by_group
-from fs2_semionline.objectives.logprobs import negative_entropy, sequence_logprobs, token_logprobs
+from fs2_semionline.objectives.logprobs import (
+    masked_mean,
+    negative_entropy,
+    sequence_logprobs,
+    token_logprobs,
+    token_stats,
+)
 from fs2_semionline.objectives.regularisers import entropy_regulariser
 
 __all__ = [
@@ -22,4 +28,6 @@ __all__ = [
     "sequence_logprobs",
     "sum_by_group",
     "token_logprobs",
+    "token_stats",
+    "masked_mean",
 ]

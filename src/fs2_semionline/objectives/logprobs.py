@@ -11,6 +11,62 @@ import torch
 from torch import Tensor
 
 
+CHUNK_TOKENS = 1024
+"""Rows of the vocabulary softmax computed at once: an fp32 temporary of
+CHUNK_TOKENS × V (Llama-3's V = 128,256: 0.5 GB) instead of B × T × V (16 × 2,248 tokens:
+18 GB per copy)."""
+
+
+def _chunk_stats(flat_logits: Tensor, rows: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    logps = torch.log_softmax(flat_logits.index_select(0, rows).float(), dim=-1)
+    token = logps.gather(-1, targets.index_select(0, rows).unsqueeze(-1)).squeeze(-1)
+    # Zero the -inf log-probs before the product so that neither value nor gradient is NaN.
+    neg_entropy = (logps.exp() * logps.masked_fill(torch.isneginf(logps), 0.0)).sum(dim=-1)
+    return token, neg_entropy
+
+
+def token_stats(
+    logits: Tensor, targets: Tensor, mask: Tensor | None = None, *, chunk_tokens: int = CHUNK_TOKENS
+) -> tuple[Tensor, Tensor]:
+    """Per target: log π(y_t | x, y_<t) and Σ_v p log p (the negative entropy), float32.
+
+    [B, T, V], [B, T] -> [B, T], [B, T]. Only the positions in ``mask`` (default: all)
+    are computed; the others are 0. The softmax runs in float32 (bf16 logits lose the
+    small differences DPO and the GRPO ratio depend on) but a chunk of rows at a time,
+    and under gradient checkpointing, so no full-vocabulary fp32 copy of the batch's
+    logits is ever held, in the forward or the backward pass.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits [B, T, V] and targets [B, T], got {tuple(logits.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    batch, steps, vocab = logits.shape
+    flat = logits.reshape(batch * steps, vocab)
+    flat_targets = targets.reshape(-1).long().clamp(min=0)
+    if mask is None:
+        rows = torch.arange(batch * steps, device=logits.device)
+    else:
+        rows = mask.reshape(-1).bool().nonzero().squeeze(-1)
+    token = torch.zeros(batch * steps, dtype=torch.float32, device=logits.device)
+    neg_entropy = torch.zeros(batch * steps, dtype=torch.float32, device=logits.device)
+    checkpointed = torch.is_grad_enabled() and logits.requires_grad
+    for start in range(0, rows.numel(), chunk_tokens):
+        chunk = rows[start : start + chunk_tokens]
+        if checkpointed:
+            from torch.utils.checkpoint import checkpoint
+
+            tok, ent = checkpoint(_chunk_stats, flat, chunk, flat_targets, use_reentrant=False)
+        else:
+            tok, ent = _chunk_stats(flat, chunk, flat_targets)
+        token = token.index_add(0, chunk, tok)
+        neg_entropy = neg_entropy.index_add(0, chunk, ent)
+    if rows.numel() == 0 and logits.requires_grad:  # still part of the graph, with zero gradient
+        token = token + flat.sum().float() * 0.0
+        neg_entropy = neg_entropy + flat.sum().float() * 0.0
+    return token.view(batch, steps), neg_entropy.view(batch, steps)
+
+
 def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     """log π(y_t | x, y_<t) for each target: [B, T, V], [B, T] -> [B, T] (float32).
 
@@ -18,14 +74,14 @@ def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     the caller). Negative targets (e.g. an ignore index of -100 at padding) are read
     as token 0; their values are meaningless and must be masked out downstream.
     """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(
-            f"expected logits [B, T, V] and targets [B, T], got {tuple(logits.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
-    logps = torch.log_softmax(logits.float(), dim=-1)
-    index = targets.long().clamp(min=0).unsqueeze(-1)
-    return logps.gather(-1, index).squeeze(-1)
+    return token_stats(logits, targets)[0]
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over ``mask``; 0 (not NaN) when the mask is empty."""
+    valid = mask.bool()
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    return torch.where(valid, values, zero).sum() / valid.sum().clamp(min=1)
 
 
 def sequence_logprobs(token_logps: Tensor, mask: Tensor) -> Tensor:
@@ -52,11 +108,5 @@ def negative_entropy(logits: Tensor, mask: Tensor) -> Tensor:
             f"expected logits [B, T, V] and mask [B, T], got {tuple(logits.shape)} "
             f"and {tuple(mask.shape)}"
         )
-    logps = torch.log_softmax(logits.float(), dim=-1)
-    # Zero the -inf log-probs before the product so that neither value nor gradient is NaN.
-    safe_logps = logps.masked_fill(torch.isneginf(logps), 0.0)
-    per_token = (logps.exp() * safe_logps).sum(dim=-1)
-    valid = mask.bool()
-    zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
-    total = torch.where(valid, per_token, zero).sum()
-    return total / valid.sum().clamp(min=1)
+    targets = torch.zeros(mask.shape, dtype=torch.long, device=logits.device)
+    return masked_mean(token_stats(logits, targets, mask)[1], mask)

@@ -63,7 +63,7 @@ from fs2_semionline.eval.sets import (
 )
 from fs2_semionline.generation.protocol import SamplingConfig
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from fs2_semionline.recipes import run_cli
+
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 
 DEFAULT_NUM_SAMPLES = {"math": 50, "chat": 1}
@@ -353,7 +353,12 @@ class EvaluateRecipe(Recipe):
 
 
 def main() -> None:
-    run_cli(EvaluateRecipe())
+    """``python -m`` takes what ``fs2-semionline lm evaluate`` takes (``--preset`` too)."""
+    import sys
+
+    from fs2_semionline.cli import run_recipe
+
+    run_recipe("evaluate", sys.argv[1:])
 
 
 if __name__ == "__main__":

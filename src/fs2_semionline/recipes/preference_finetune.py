@@ -55,8 +55,9 @@ from fs2_semionline.errors import ConfigError, check_data_files, register_cli_er
 from fs2_semionline.generation.factory import create_generator
 from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.ray_cluster import RayCluster, RaySection
-from fs2_semionline.recipes import ClosingTask, run_cli
+from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.rewards import MathVerifyPool
+from fs2_semionline.sharding import full_weight_buckets, is_sharded, shard_like_policy
 from fs2_semionline.units.preference import METRICS, PairBatch, PreferenceUnit, PromptBatch
 from fs2_semionline.units.validation import VALID_METRICS, ValidationBatch, ValidationUnit
 
@@ -206,27 +207,73 @@ def create_reward_scorer(section: RewardSection) -> Any:
     )  # fmt: skip
 
 
+def per_rank_batch_size(config: PreferenceFinetuneConfig, dp_size: int) -> int:
+    """``dataset.batch_size`` is the global batch (prompts per optimizer step, the paper's
+    64 or 32), split over the data-parallel ranks and the accumulated micro-batches."""
+    batch_size = config.dataset.batch_size
+    num_micro = config.trainer.grad_accumulation.num_batches
+    if batch_size % (dp_size * num_micro) != 0:
+        raise ConfigError(
+            f"dataset.batch_size={batch_size} (prompts per optimizer step, over all ranks) must be a multiple of "
+            f"data-parallel size {dp_size} x trainer.grad_accumulation.num_batches {num_micro} = {dp_size * num_micro}"
+        )
+    return batch_size // dp_size
+
+
 def train_pipeline(
     items: list[Any], config: PreferenceFinetuneConfig, batch_kls: Any, dp_rank: int, dp_size: int
 ) -> DataPipeline:
     """Training batches of data-parallel rank ``dp_rank``: its own shard of the prompts
-    (equal sizes, so no rank runs out first), shuffled, one batch per step."""
+    (equal sizes, so no rank runs out first), shuffled, its share of the global batch per
+    step, in ``trainer.grad_accumulation.num_batches`` micro-batches."""
+    num_micro = config.trainer.grad_accumulation.num_batches
     builder = (
         read_sequence(items)
         .shard(dp_rank, dp_size)
         .shuffle(config.dataset.shuffle_window, seed=config.common.seed)
-        .bucket(config.dataset.batch_size, drop_remainder=True)
+        .bucket(per_rank_batch_size(config, dp_size), drop_remainder=True)
     )
     if batch_kls is PromptBatch:
-        # Batches come in windows of s steps (one sync each): the unit hands a whole
-        # window to the generator right after its sync.
+        # Steps come in windows of s steps (one sync each): the unit hands a whole window
+        # to the generator right after its sync.
         window = (config.generator.sync_every_n_steps or 1) if config.generator.work_ahead else 1
-        builder = builder.bucket(window, drop_remainder=True).yield_from(
-            lambda group: read_sequence([PromptBatch(tuple(group), index) for index in range(len(group))]).and_return()
-        )
+
+        def micro_batches(group: list[list[PromptExample]]) -> DataPipeline:
+            return read_sequence([
+                PromptBatch(tuple(group), index, micro, num_micro) for index in range(len(group)) for micro in range(num_micro)
+            ]).and_return()  # fmt: skip
+
+        builder = builder.bucket(window, drop_remainder=True).yield_from(micro_batches)
     else:
-        builder = builder.map(batch_kls)
+        builder = builder.yield_from(
+            lambda pairs: read_sequence([PairBatch(pairs, micro, num_micro) for micro in range(num_micro)]).and_return()
+        )
     return builder.and_return()
+
+
+def generator_dtype(config: PreferenceFinetuneConfig) -> torch.dtype:
+    """The generator serves in the trainer's compute dtype (``generator.dtype: auto``):
+    bf16 under static mixed precision, else the policy's dtype."""
+    if config.generator.dtype != "auto":
+        return getattr(torch, config.generator.dtype)  # type: ignore[no-any-return]
+    mp = config.trainer.mixed_precision
+    if mp.mode == "static" and mp.dtype is not None:
+        return mp.dtype  # type: ignore[no-any-return]
+    return config.model.dtype  # type: ignore[no-any-return]
+
+
+def model_family(section: Any) -> Any:
+    """The fairseq2 model family of a model section's card (its FSDP layout)."""
+    from fairseq2.assets import AssetStore
+    from fairseq2.models.family import ModelFamily, get_model_family_name
+    from fairseq2.runtime.dependency import get_dependency_resolver
+
+    resolver = get_dependency_resolver()
+    if section.name is not None:
+        name = get_model_family_name(resolver.resolve(AssetStore).retrieve_card(section.name))
+    else:
+        name = section.family
+    return resolver.resolve(ModelFamily, key=name)
 
 
 class PreferenceFinetuneRecipe(Recipe):
@@ -329,6 +376,10 @@ class PreferenceFinetuneRecipe(Recipe):
             if examples:
                 generator = self._generator(context, config, policy_module, reference, tokenizer)
                 closables.insert(0, generator)
+            if reference is not None and is_sharded(policy_module):
+                # After the generator took its seed weights from the full reference.
+                reference = shard_like_policy(reference, config.trainer, context.gangs, model_family(config.reference_model))
+                log.info("Reference model sharded like the policy (FSDP2 over %d ranks).", dp_gang.size)
             scorer, reward_model = None, None
             if "math" in tasks:
                 scorer = MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s)
@@ -340,7 +391,8 @@ class PreferenceFinetuneRecipe(Recipe):
                 context.get_data_parallel_model(), policy_module, reference, generator, scorer, tokenizer,
                 reward_model=reward_model, tasks=train_tasks,
                 generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
-                seed=config.common.seed, device=torch.device(str(device)),
+                seed=config.common.seed, device=torch.device(str(device)), dp_gang=dp_gang,
+                sync_dtype=generator_dtype(config) if config.generator.backend == "vllm" else None,
             )  # fmt: skip
             reader = self._reader(context, config, examples, PromptBatch) if examples else self._reader(context, config, pairs, PairBatch)
             valid_units, valid_readers = [], []
@@ -373,18 +425,28 @@ class PreferenceFinetuneRecipe(Recipe):
         seed_model = reference if reference is not None else policy_module
         seed_model_name = config.reference_model.name if reference is not None else config.model.name
         dp_gang = context.gangs.dp
+        seed_state: dict[str, torch.Tensor] | None = None
+        if is_sharded(seed_model):
+            # No reference (GRPO without KL) under FSDP: gather the seed once, on rank 0.
+            seed_state = {}
+            for bucket in full_weight_buckets(seed_model, bucket_bytes=1 << 30, keep=dp_gang.rank == 0):
+                seed_state.update(bucket)
         owner = None
         if dp_gang.rank == 0:
             owner = create_generator(
                 config.generator, seed_model, tokenizer, model_name=str(seed_model_name),
                 tokenizer_name=str(config.tokenizer.name), work_dir=context.output_dir, seed=config.common.seed,
+                seed_state=seed_state, dtype=generator_dtype(config),
             )  # fmt: skip
         return owner if dp_gang.size == 1 else GangGenerator(dp_gang, owner)
 
     @staticmethod
     def _reader(context: RecipeContext, config: PreferenceFinetuneConfig, items: list[Any], batch_kls: Any) -> DataPipelineReader[Any]:
         dp = context.gangs.dp
-        return DataPipelineReader(train_pipeline(items, config, batch_kls, dp.rank, dp.size), context.gangs)
+        return DataPipelineReader(
+            train_pipeline(items, config, batch_kls, dp.rank, dp.size), context.gangs,
+            num_accumulate=config.trainer.grad_accumulation.num_batches,
+        )  # fmt: skip
 
     @staticmethod
     def _valid_reader(
@@ -402,7 +464,12 @@ class PreferenceFinetuneRecipe(Recipe):
 
 
 def main() -> None:
-    run_cli(PreferenceFinetuneRecipe())
+    """``python -m`` takes what ``fs2-semionline lm preference_finetune`` takes (``--preset`` too)."""
+    import sys
+
+    from fs2_semionline.cli import run_recipe
+
+    run_recipe("preference_finetune", sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -7,8 +7,15 @@ One step, as a straight line (../DESIGN.md):
             ─► policy (+ reference) log-probs ─► objective ─► (loss, n) to fairseq2's Trainer
 
 Every s steps the generator (and, if configured, the reference) is synced to the
-policy first. The unit never calls backward or the optimizer: fairseq2's Trainer does,
-dividing the gradients by the returned n.
+policy first. The unit never calls backward or the optimizer: fairseq2's Trainer does.
+
+Many ranks, many micro-batches: the first line runs once per step, for the whole step;
+the last line once per micro-batch (``trainer.grad_accumulation.num_batches``). Every rank
+runs the same collectives every step whatever its data: the step's item count is summed
+over the ranks first, each call returns n = 1 with its summed loss scaled by
+dp_size · num_micro / n_global (so fairseq2's normalisation gives the mean over all
+items), a rank with nothing to train runs a zero-weight forward, and a non-finite loss
+anywhere voids that micro-batch everywhere.
 
 Resumability: nothing here needs saving. The generator's weights at a sync step are
 the policy's weights at that step (checkpoints are taken on sync boundaries, which the
@@ -21,11 +28,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.gang import Gang, all_sum
 from fairseq2.metrics import Max, Mean, MetricBag, Sum
 from fairseq2.models.clm import CausalLM
 from fairseq2.trainer import TrainUnit
@@ -38,10 +46,9 @@ from fs2_semionline.data.jsonl import PairExample, PromptExample
 from fs2_semionline.generation.protocol import Completion, Generator, PendingRollouts, SamplingConfig
 from fs2_semionline.objectives import (
     dpo_loss,
-    entropy_regulariser,
     group_dpo_loss,
     grpo_loss,
-    negative_entropy,
+    masked_mean,
     sequence_logprobs,
     sum_by_group,
 )
@@ -56,7 +63,8 @@ from fs2_semionline.pairing import (
 )
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.routing import score_responses
-from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
+from fs2_semionline.sharding import copy_weights, full_weight_buckets
+from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
 # name → (display name, priority); registered as fairseq2 metric descriptors.
 METRICS: dict[str, tuple[str, int]] = {
@@ -78,13 +86,14 @@ METRICS: dict[str, tuple[str, int]] = {
     "skipped_prompts": ("Skipped Prompts", 131),
     "failed_rewards": ("Failed Rewards", 132),
     "skipped_steps": ("Skipped Steps", 133),
+    "nonfinite_losses": ("Non-finite Losses", 134),
     "version_lag": ("Generator Version Lag", 140),
     "generate_seconds": ("Generate Time (s)", 150),
     "reward_seconds": ("Reward Time (s)", 151),
     "train_seconds": ("Loss Time (s)", 152),
     "sync_seconds": ("Sync Time (s)", 153),
 }
-_SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps"}
+_SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps", "nonfinite_losses"}
 # The lag is 0 on every sync step: the worst lag in a publish window is the useful number.
 _MAXES = {"version_lag"}
 
@@ -107,19 +116,32 @@ def _metric_kls(name: str) -> type[Mean] | type[Sum] | type[Max]:
 
 @dataclass
 class PromptBatch:
-    """The prompts of one step (they stay on the CPU; the unit moves tensors itself).
+    """One micro-batch of one step's prompts on this data-parallel rank (they stay on the
+    CPU; the unit moves tensors itself).
 
-    ``window`` holds the prompts of this step and of the steps up to the next generator
-    sync (``index`` is this step's place in it), so the generator can be handed all of
-    them right after a sync and work ahead of the trainer (asynchronous semi-online).
+    ``window`` holds this rank's prompts of this step and of the steps up to the next
+    generator sync (``index`` is this step's place in it), so the generator can be
+    handed all of them right after a sync and work ahead of the trainer (asynchronous
+    semi-online). With gradient accumulation (``trainer.grad_accumulation.num_batches``
+    = k) fairseq2 calls the unit k times per step; ``micro`` says which k-th of the
+    step's prompts this call trains on. Rollouts, rewards and pairs are made once per
+    step, for the whole step, whatever k is.
     """
 
     window: tuple[list[PromptExample], ...]
     index: int = 0
+    micro: int = 0
+    num_micro: int = 1
+
+    @property
+    def step_examples(self) -> list[PromptExample]:
+        return self.window[self.index]
 
     @property
     def examples(self) -> list[PromptExample]:
-        return self.window[self.index]
+        """This micro-batch's prompts."""
+        start, end = micro_range(len(self.step_examples), self.micro, self.num_micro)
+        return self.step_examples[start:end]
 
     def to(self, device: torch.device, *, non_blocking: bool = False) -> "PromptBatch":
         return self
@@ -127,12 +149,46 @@ class PromptBatch:
 
 @dataclass
 class PairBatch:
-    """Offline DPO form (b): fixed pairs read from a file; no generation, no rewards."""
+    """Offline DPO form (b): fixed pairs read from a file; no generation, no rewards.
+    ``pairs`` are the whole step's; ``micro`` as in :class:`PromptBatch`."""
 
     pairs: list[PairExample]
+    micro: int = 0
+    num_micro: int = 1
 
     def to(self, device: torch.device, *, non_blocking: bool = False) -> "PairBatch":
         return self
+
+
+def micro_range(num_items: int, micro: int, num_micro: int) -> tuple[int, int]:
+    """[start, end) of micro-batch ``micro`` of ``num_micro`` equal parts of a step."""
+    size = num_items // num_micro
+    return micro * size, (micro + 1) * size if micro < num_micro - 1 else num_items
+
+
+@dataclass
+class _Items:
+    """One micro-batch's selected sequences (see :meth:`PreferenceUnit._micro_items`)."""
+
+    prompt_ids: list[Sequence[int]] = field(default_factory=list)
+    response_ids: list[Sequence[int]] = field(default_factory=list)
+    groups: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    advantages: list[float] = field(default_factory=list)
+    num_items: int = 0  # prompts (DPO: pairs) the loss averages over
+
+
+@dataclass
+class _Selection:
+    """What one step trains on (made once per step): (prompt, rollout) picks per prompt,
+    GroupDPO groups and GRPO advantages alike; see :meth:`PreferenceUnit._select`."""
+
+    prompt_ids: list[list[int]]
+    per_prompt: dict[int, Any]  # prompt index → its pair / pair set / advantages row
+    rollouts: list[list[Completion]] | None = None
+    advantages: list[list[float | None]] | None = None
+    fixed_pairs: list[PairExample] | None = None
+    num_global: int = 0  # prompts with a selection on every rank together (the gradient's n)
+    voided: bool = False  # a micro-batch had a non-finite loss (counted once as a skipped step)
 
 
 def sync_steps(step_nr: int, every_n_steps: int | None) -> bool:
@@ -159,7 +215,16 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         reference_sync: ReferenceSyncSection,
         seed: int,
         device: torch.device,
+        dp_gang: Gang | None = None,
+        sync_dtype: torch.dtype | None = None,
     ) -> None:
+        """``dp_gang``: the data-parallel gang (None: a single process). ``sync_dtype``:
+        the generator's serving dtype; weights are cast as they are gathered."""
+        from fairseq2.gang import FakeGang
+
+        self._dp_gang: Gang = dp_gang if dp_gang is not None else FakeGang(device)
+        self._sync_dtype = sync_dtype
+        self._selection: _Selection | None = None
         self._policy = policy  # the data-parallel facade: forward passes go through it
         self._policy_module = policy_module  # the bare model: its state dict is synced
         self._reference = reference
@@ -216,153 +281,159 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
 
     @override
     def process_batch(self, batch: PromptBatch | PairBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
-        if isinstance(batch, PairBatch):
-            start = time.perf_counter()
-            pairs = batch.pairs
-            result = self._objective(
-                [p.prompt_ids for p in pairs] * 2, [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs],
-                [], [], len(pairs), metric_bag,
-            )  # fmt: skip
-            self._update(metric_bag, "train_seconds", time.perf_counter() - start)
-            return result
-        assert self._generator is not None, "prompt batches need a generator"
-        step = self._step_nr
-        self._maybe_sync(step, metric_bag)
-        examples = batch.examples
-
+        """Micro-batch 0 of a step makes the step's selection (sync, rollouts, rewards,
+        pairs); every micro-batch trains on its share of it."""
+        if batch.micro == 0:
+            self._selection = self._prepare_step(batch, metric_bag)
+        selection = self._selection
+        assert selection is not None, "a step must start with its micro-batch 0"
         start = time.perf_counter()
-        rollouts = self._generator.wait(self._pending_rollouts(batch, step))
-        self._update(metric_bag, "generate_seconds", time.perf_counter() - start)
-        self._update(metric_bag, "version_lag", float(step - 1 - self._generator.version))
-
-        start = time.perf_counter()
-        rewards = self._score(examples, rollouts)
-        self._update(metric_bag, "reward_seconds", time.perf_counter() - start)
-        self._log_rewards(metric_bag, examples, rollouts, rewards)
-
-        start = time.perf_counter()
-        loss, num_items = self._loss_for(examples, rollouts, rewards, metric_bag)
+        items = self._micro_items(selection, batch)
+        result = self._micro_loss(items, selection, batch.num_micro, metric_bag)
         self._update(metric_bag, "train_seconds", time.perf_counter() - start)
-        return loss, num_items
+        return result
 
-    def _pending_rollouts(self, batch: PromptBatch, step: int) -> PendingRollouts:
-        """This step's rollouts; at the start of a window, the whole window is submitted.
+    def _prepare_step(self, batch: PromptBatch | PairBatch, metric_bag: MetricBag) -> _Selection:
+        if isinstance(batch, PairBatch):
+            pairs = batch.pairs
+            selection = _Selection([p.prompt_ids for p in pairs], dict(enumerate(pairs)), fixed_pairs=pairs)
+        else:
+            assert self._generator is not None, "prompt batches need a generator"
+            step = self._step_nr
+            self._maybe_sync(step, metric_bag)
+            examples = batch.step_examples
 
-        Rollouts of step t are seeded from (seed, t) wherever they are submitted from, so
-        working ahead changes no sample: the asynchronous run equals the synchronous one.
-        """
-        assert self._generator is not None
-        window = batch.window
-        if batch.index == 0:
-            if any(p is not None for p in self._pending):
-                raise RuntimeError(f"step {step}: a new rollout window began before the last one was consumed")
-            self._pending = [
-                self._generator.submit(
-                    [e.token_ids for e in examples], self._gen.num_rollouts, self._sampling,
-                    seed=step_seed(self._seed, step + i) >> 1,
-                )  # fmt: skip
-                for i, examples in enumerate(window)
-            ]
-        pending = self._pending[batch.index] if batch.index < len(self._pending) else None
-        if pending is None:
-            raise RuntimeError(
-                f"step {step}: no rollouts were submitted for position {batch.index} of its window; "
-                "a run must start or resume on a generator sync boundary"
-            )
-        self._pending[batch.index] = None
-        return pending
+            start = time.perf_counter()
+            rollouts = self._generator.wait(self._pending_rollouts(batch, step))
+            self._update(metric_bag, "generate_seconds", time.perf_counter() - start)
+            self._update(metric_bag, "version_lag", float(step - 1 - self._generator.version))
 
-    def _maybe_sync(self, step: int, metric_bag: MetricBag) -> None:
-        assert self._generator is not None
-        start = time.perf_counter()
-        synced = False
-        if sync_steps(step, self._gen.sync_every_n_steps) and (step > 1 or self._generator.version != 0):
-            self._generator.sync(self._policy_module.state_dict(), version=step - 1)
-            synced = True
-        if self._reference is not None and step > 1:
-            mode = self._ref_sync.mode
-            if (mode == "with_generator" and synced) or (
-                mode == "every_n_steps" and sync_steps(step, self._ref_sync.every_n_steps)
-            ):
-                with torch.no_grad():
-                    self._reference.load_state_dict(self._policy_module.state_dict())
-        self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
+            start = time.perf_counter()
+            rewards = self._score(examples, rollouts)
+            self._update(metric_bag, "reward_seconds", time.perf_counter() - start)
+            self._log_rewards(metric_bag, examples, rollouts, rewards)
+            selection = self._select(examples, rollouts, rewards, metric_bag)
+        # Every rank learns how many prompts train this step on all ranks together: the
+        # gradient is normalised by it, and a rank with none still joins every collective.
+        selection.num_global = int(all_sum(self._dp_gang, len(selection.per_prompt)).item())
+        # fairseq2 sums a Sum over ranks: a step skipped everywhere counts once.
+        skipped = selection.num_global == 0 and self._dp_gang.rank == 0
+        self._update(metric_bag, "skipped_steps", 1.0 if skipped else 0.0)
+        return selection
 
-    def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
-        """One reward per rollout, each prompt routed to its task's reward (``None`` = failed)."""
-        return score_responses(
-            examples, [[c.text for c in cs] for cs in rollouts], math_scorer=self._scorer, reward_model=self._reward_model
-        )
-
-    @staticmethod
-    def _reward_kinds(examples: Sequence[PromptExample]) -> list[RewardKind]:
-        """Math-Verify rewards are 0/1 (pair a random correct with a random incorrect
-        rollout); reward-model rewards are scalars (pair the best with the worst)."""
-        return ["scalar" if e.task == "chat" else "binary" for e in examples]
-
-    def _loss_for(
+    def _select(
         self,
         examples: Sequence[PromptExample],
         rollouts: list[list[Completion]],
         rewards: list[list[float | None]],
         metric_bag: MetricBag,
-    ) -> tuple[Tensor, int]:
+    ) -> _Selection:
+        """Rewards → the step's pairs / pair sets / advantages, keyed by prompt index."""
         name = self._loss.name
+        per_prompt: dict[int, Any]
+        advantages = None
         if name == "dpo":
             pairs, stats = select_dpo_pairs(rewards, self._reward_kinds(examples), step_rng(self._seed, self._step_nr))
-            picks = [(p.prompt_idx, p.chosen_idx) for p in pairs] + [(p.prompt_idx, p.rejected_idx) for p in pairs]
-            groups: list[tuple[list[int], list[int]]] = []
-            advantages: list[float] = []
+            per_prompt = {p.prompt_idx: p for p in pairs}
         elif name in ("group_dpo", "group_dpo_grpo"):
             sets, stats = select_pair_sets(rewards, self._reward_kinds(examples))
-            picks, groups = [], []
-            for s in sets:
-                first = len(picks)
-                picks += [(s.prompt_idx, j) for j in (*s.chosen, *s.rejected)]
-                chosen = list(range(first, first + len(s.chosen)))
-                groups.append((chosen, list(range(first + len(s.chosen), len(picks)))))
-            advantages = []
+            per_prompt = {s.prompt_idx: s for s in sets}
             if name == "group_dpo_grpo":
-                adv, _ = grpo_advantages(rewards, normalize_std=self._loss.normalize_advantage_std)
-                advantages = [float(adv[i][j]) if adv[i][j] is not None else 0.0 for i, j in picks]
+                advantages, _ = grpo_advantages(rewards, normalize_std=self._loss.normalize_advantage_std)
         elif name == "grpo":
-            adv, stats = grpo_advantages(rewards, normalize_std=self._loss.normalize_advantage_std)
-            picks = [(i, j) for i, row in enumerate(adv) for j, a in enumerate(row) if a is not None]
-            advantages = [float(adv[i][j]) for i, j in picks]  # type: ignore[arg-type]
-            groups = []
+            advantages, stats = grpo_advantages(rewards, normalize_std=self._loss.normalize_advantage_std)
+            per_prompt = {i: row for i, row in enumerate(advantages) if any(a is not None for a in row)}
         else:
             raise ValueError(f"unknown loss.name '{name}'")
         self._log_pairing(metric_bag, stats)
-        if not picks:
-            return self._skip(metric_bag)
-        return self._objective(
-            [examples[i].token_ids for i, _ in picks], [self._response_ids(rollouts[i][j]) for i, j in picks],
-            groups, advantages, len({i for i, _ in picks}), metric_bag,
-        )  # fmt: skip
+        return _Selection([e.token_ids for e in examples], per_prompt, rollouts=rollouts, advantages=advantages)
 
-    def _objective(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        response_ids: Sequence[Sequence[int]],
-        groups: list[tuple[list[int], list[int]]],
-        advantages: list[float],
-        num_prompts: int,
-        metric_bag: MetricBag,
-    ) -> tuple[Tensor, int]:
-        """Log-probs of the selected responses → the configured loss → (summed loss, n).
+    def _micro_items(self, selection: _Selection, batch: PromptBatch | PairBatch) -> _Items:
+        """The selected (prompt, response) sequences of this micro-batch's prompts.
 
-        ``dpo``: the first half of the responses are the chosen ones, the second half the
-        rejected ones, pair by pair. ``group_dpo*``: ``groups`` index the responses.
-        ``grpo``: one advantage per response.
+        ``dpo``: the first half are the chosen responses, the second half the rejected
+        ones, pair by pair. ``group_dpo*``: ``groups`` index the responses. ``grpo``:
+        one advantage per response.
         """
+        start, end = micro_range(len(selection.prompt_ids), batch.micro, batch.num_micro)
+        chosen = [i for i in range(start, end) if i in selection.per_prompt]
+        items = _Items()
+        if selection.fixed_pairs is not None:
+            pairs = [selection.fixed_pairs[i] for i in chosen]
+            items.prompt_ids = [p.prompt_ids for p in pairs] * 2
+            items.response_ids = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+            items.num_items = len(pairs)
+            return items
+        assert selection.rollouts is not None
         name = self._loss.name
-        batch = ResponseBatch.build(prompt_ids, response_ids, self._pad_idx, self._device)
-        logits, token_logps = response_logits_and_logps(self._policy, batch)  # type: ignore[arg-type]
+        picks: list[tuple[int, int]] = []
+        if name == "dpo":
+            dpo_pairs = [selection.per_prompt[i] for i in chosen]
+            picks = [(p.prompt_idx, p.chosen_idx) for p in dpo_pairs] + [(p.prompt_idx, p.rejected_idx) for p in dpo_pairs]
+        elif name in ("group_dpo", "group_dpo_grpo"):
+            for i in chosen:
+                pair_set = selection.per_prompt[i]
+                first = len(picks)
+                picks += [(i, j) for j in (*pair_set.chosen, *pair_set.rejected)]
+                items.groups.append(
+                    (list(range(first, first + len(pair_set.chosen))), list(range(first + len(pair_set.chosen), len(picks))))
+                )
+        else:
+            picks = [(i, j) for i in chosen for j, a in enumerate(selection.per_prompt[i]) if a is not None]
+        if selection.advantages is not None:
+            items.advantages = [float(a) if (a := selection.advantages[i][j]) is not None else 0.0 for i, j in picks]
+        items.prompt_ids = [selection.prompt_ids[i] for i, _ in picks]
+        items.response_ids = [self._response_ids(selection.rollouts[i][j]) for i, j in picks]
+        items.num_items = len(chosen)
+        return items
+
+    def _micro_loss(self, items: _Items, selection: _Selection, num_micro: int, metric_bag: MetricBag) -> tuple[Tensor, int]:
+        """The micro-batch's summed loss, scaled so that fairseq2's normalisation gives
+        the mean over every rank's and micro-batch's items: each call returns n = 1
+        (so every rank joins fairseq2's all-reduce of n every step, whatever its data)
+        and a loss multiplied by dp_size · num_micro / n_global."""
+        if selection.num_global == 0:
+            return self._skip()  # no rank has anything: no rank runs a forward pass
+        if items.num_items == 0:
+            loss, logits = self._idle_forward(selection.prompt_ids[0])
+        else:
+            loss, logits = self._objective(items, metric_bag)
+        # A non-finite loss on any rank voids this micro-batch on every rank: each still
+        # runs its backward (the collectives), through a zero-weight loss whose gradient is
+        # exactly 0 (masking inside the loss would still send NaN into the gradients).
+        nonfinite = int(all_sum(self._dp_gang, 0 if bool(torch.isfinite(loss.detach())) else 1).item())
+        self._update(metric_bag, "nonfinite_losses", float(nonfinite) if self._dp_gang.rank == 0 else 0.0)
+        if nonfinite:
+            if self._dp_gang.rank == 0 and not selection.voided:
+                self._update(metric_bag, "skipped_steps", 1.0)
+            selection.voided = True
+            return logits.sum() * 0.0, 1
+        return loss * (self._dp_gang.size * num_micro / selection.num_global), 1
+
+    def _idle_forward(self, prompt_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """A zero-weight forward pass for a rank with nothing to train this micro-batch:
+        FSDP's all-gathers and reduce-scatters and DDP's all-reduce must run on every
+        rank, or the others wait forever."""
+        ids = list(prompt_ids[:2]) if len(prompt_ids) >= 2 else [*prompt_ids, self._eos_idx]
+        batch = ResponseBatch.build([ids[:1]], [ids[1:2]], self._pad_idx, self._device)
+        stats = response_stats(self._policy, batch)  # type: ignore[arg-type]
+        if self._loss.needs_reference and self._reference is not None:
+            with torch.no_grad():
+                response_stats(self._reference, batch)  # type: ignore[arg-type]
+        return stats.logits.sum() * 0.0, stats.logits
+
+    def _objective(self, items: _Items, metric_bag: MetricBag) -> tuple[Tensor, Tensor]:
+        """Log-probs of the selected responses → the configured loss (summed over items)."""
+        name = self._loss.name
+        response_ids, groups, advantages, num_items = items.response_ids, items.groups, items.advantages, items.num_items
+        batch = ResponseBatch.build(items.prompt_ids, response_ids, self._pad_idx, self._device)
+        stats = response_stats(self._policy, batch)  # type: ignore[arg-type]
+        logits, token_logps = stats.logits, stats.token_logps
         logps = sequence_logprobs(token_logps, batch.mask)
         ref_token_logps = None
         if self._loss.needs_reference and self._reference is not None:
             with torch.no_grad():
-                _, ref_token_logps = response_logits_and_logps(self._reference, batch)
+                ref_token_logps = response_stats(self._reference, batch).token_logps  # type: ignore[arg-type]
         ref_logps = sequence_logprobs(ref_token_logps, batch.mask) if ref_token_logps is not None else None
 
         loss_cfg = self._loss
@@ -407,23 +478,81 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 beta=loss_cfg.beta, ref_token_logps=ref_token_logps, length_normalize=loss_cfg.grpo_length_normalize,
             )  # fmt: skip
             # Eq. 1 sums over a prompt's rollouts; gradients are normalised per prompt.
-            num_items = num_prompts
             per_item = gr.loss
             self._update(metric_bag, "grpo_loss", gr.loss.sum().item() / num_items, num_items)
             self._update(metric_bag, "kl", gr.kl.detach().mean().item(), len(response_ids))
 
         loss = per_item.sum()
         if loss_cfg.entropy_coef != 0.0:
-            reg = entropy_regulariser(logits, batch.mask, loss_cfg.entropy_coef)
+            reg = loss_cfg.entropy_coef * masked_mean(stats.token_neg_entropy, batch.mask)  # §4.2
             loss = loss + num_items * reg  # after fairseq2 divides by n: + coef · mean neg. entropy
         with torch.no_grad():
-            self._update(metric_bag, "entropy", -negative_entropy(logits.detach(), batch.mask).item(), len(response_ids))
-        if not torch.isfinite(loss):
-            return self._skip(metric_bag)
-        self._update(metric_bag, "loss", loss.item() / num_items, num_items)
-        self._update(metric_bag, "skipped_steps", 0.0)  # a Sum never updated would warn
-        self._update(metric_bag, "num_pairs", float(len(response_ids) // 2 if name == "dpo" else len(response_ids)))
-        return loss, num_items
+            # A mean over tokens, weighted by tokens: the same however a step is cut.
+            entropy = -masked_mean(stats.token_neg_entropy.detach(), batch.mask).item()
+            self._update(metric_bag, "entropy", entropy, float(batch.mask.sum()))
+        if torch.isfinite(loss):
+            self._update(metric_bag, "loss", loss.item() / num_items, num_items)
+            self._update(metric_bag, "num_pairs", float(len(response_ids) // 2 if name == "dpo" else len(response_ids)))
+        return loss, logits
+
+    def _pending_rollouts(self, batch: PromptBatch, step: int) -> PendingRollouts:
+        """This step's rollouts; at the start of a window, the whole window is submitted.
+
+        Rollouts of step t are seeded from (seed, t) wherever they are submitted from, so
+        working ahead changes no sample: the asynchronous run equals the synchronous one.
+        """
+        assert self._generator is not None
+        window = batch.window
+        if batch.index == 0:
+            if any(p is not None for p in self._pending):
+                raise RuntimeError(f"step {step}: a new rollout window began before the last one was consumed")
+            self._pending = [
+                self._generator.submit(
+                    [e.token_ids for e in examples], self._gen.num_rollouts, self._sampling,
+                    seed=step_seed(self._seed, step + i) >> 1,
+                )  # fmt: skip
+                for i, examples in enumerate(window)
+            ]
+        pending = self._pending[batch.index] if batch.index < len(self._pending) else None
+        if pending is None:
+            raise RuntimeError(
+                f"step {step}: no rollouts were submitted for position {batch.index} of its window; "
+                "a run must start or resume on a generator sync boundary"
+            )
+        self._pending[batch.index] = None
+        return pending
+
+    def _maybe_sync(self, step: int, metric_bag: MetricBag) -> None:
+        """Every rank runs this (gathering sharded weights is a collective)."""
+        assert self._generator is not None
+        start = time.perf_counter()
+        synced = False
+        if sync_steps(step, self._gen.sync_every_n_steps) and (step > 1 or self._generator.version != 0):
+            buckets = full_weight_buckets(
+                self._policy_module, bucket_bytes=self._gen.sync_bucket_mb << 20, dtype=self._sync_dtype,
+                keep=self._dp_gang.rank == 0,
+            )  # fmt: skip
+            self._generator.sync(buckets, version=step - 1)
+            synced = True
+        if self._reference is not None and step > 1:
+            mode = self._ref_sync.mode
+            if (mode == "with_generator" and synced) or (
+                mode == "every_n_steps" and sync_steps(step, self._ref_sync.every_n_steps)
+            ):
+                copy_weights(self._reference, self._policy_module)
+        self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
+
+    def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
+        """One reward per rollout, each prompt routed to its task's reward (``None`` = failed)."""
+        return score_responses(
+            examples, [[c.text for c in cs] for cs in rollouts], math_scorer=self._scorer, reward_model=self._reward_model
+        )
+
+    @staticmethod
+    def _reward_kinds(examples: Sequence[PromptExample]) -> list[RewardKind]:
+        """Math-Verify rewards are 0/1 (pair a random correct with a random incorrect
+        rollout); reward-model rewards are scalars (pair the best with the worst)."""
+        return ["scalar" if e.task == "chat" else "binary" for e in examples]
 
     # --- helpers ----------------------------------------------------------------
 
@@ -431,9 +560,9 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         """The sampled tokens plus EOS when the model ended the response itself."""
         return [*completion.token_ids, self._eos_idx] if completion.finished else list(completion.token_ids)
 
-    def _skip(self, metric_bag: MetricBag) -> tuple[Tensor, int]:
-        """No parameter update: a loss with no path to the model leaves every grad None."""
-        self._update(metric_bag, "skipped_steps", 1.0)
+    def _skip(self) -> tuple[Tensor, int]:
+        """No parameter update on any rank: a loss with no path to the model leaves every
+        grad None, and n = 0 everywhere skips fairseq2's all-reduce of n everywhere."""
         return torch.zeros((), device=self._device, requires_grad=True), 0
 
     def _update(self, metric_bag: MetricBag, name: str, value: float, weight: float = 1.0) -> None:

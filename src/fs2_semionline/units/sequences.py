@@ -10,7 +10,7 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 
-from fs2_semionline.objectives import token_logprobs
+from fs2_semionline.objectives import token_stats
 
 
 @dataclass
@@ -38,9 +38,24 @@ class ResponseBatch:
         return ResponseBatch(seqs.to(device), seq_lens, mask.to(device), lens.to(device))
 
 
-def response_logits_and_logps(model: CausalLM, batch: ResponseBatch) -> tuple[Tensor, Tensor]:
-    """Logits [B, S-1, V] and per-token log-probs [B, S-1] of every target."""
+@dataclass
+class ResponseStats:
+    logits: Tensor  # [B, S-1, V], the model's output (its dtype)
+    token_logps: Tensor  # [B, S-1] float32; 0 outside the response mask
+    token_neg_entropy: Tensor  # [B, S-1] float32, Σ_v p log p; 0 outside the response mask
+
+
+def response_stats(model: CausalLM, batch: ResponseBatch) -> ResponseStats:
+    """Per-token log-probs and negative entropy of the response tokens, the softmax in
+    fp32 a chunk of tokens at a time (``objectives.token_stats``)."""
     inputs = batch.seqs[:, :-1]
     layout = BatchLayout.of(inputs, [max(n - 1, 1) for n in batch.seq_lens])
     logits = model(inputs, layout)
-    return logits, token_logprobs(logits, batch.seqs[:, 1:])
+    token_logps, neg_entropy = token_stats(logits, batch.seqs[:, 1:], batch.mask)
+    return ResponseStats(logits, token_logps, neg_entropy)
+
+
+def response_logits_and_logps(model: CausalLM, batch: ResponseBatch) -> tuple[Tensor, Tensor]:
+    """Logits [B, S-1, V] and per-token log-probs [B, S-1] of the response targets."""
+    stats = response_stats(model, batch)
+    return stats.logits, stats.token_logps
