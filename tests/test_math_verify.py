@@ -242,14 +242,17 @@ def test_pathological_inputs_in_process(name: str) -> None:
     start = time.monotonic()
     verdict = verify_math(PATHOLOGICAL[name], "5", timeout_s=timeout_s)
     elapsed = time.monotonic() - start
-    assert verdict.status in ("failed", "incorrect"), verdict
+    # 60 nested parentheses around 5 *are* 5: a verifier fast enough to parse them in
+    # time is right to say so (on this machine it sometimes is, sometimes times out).
+    allowed = ("failed", "incorrect", "correct") if name == "nested_parens" else ("failed", "incorrect")
+    assert verdict.status in allowed, verdict
     if verdict.status == "failed":
         assert verdict.reason == "timeout"
     assert elapsed < timeout_s * 2 + 0.5, elapsed
 
 
 def test_known_timeouts_report_timeout() -> None:
-    for name in ("tower", "factorial", "nested_parens"):
+    for name in ("tower", "factorial"):  # nested_parens may parse in time (see above)
         verdict = verify_math(PATHOLOGICAL[name], "5", timeout_s=0.5)
         assert verdict.status == "failed" and verdict.reason == "timeout", (name, verdict)
         assert verdict.reward is None
@@ -341,10 +344,11 @@ def test_pool_runs_pathological_inputs_in_parallel(pool: MathVerifyPool) -> None
     batch = pool.score(responses, ["5"] * len(responses))
     elapsed = time.monotonic() - start
     timeouts = sum(v.reason == "timeout" for v in batch)
-    assert timeouts >= 3  # tower, factorial, nested parens
+    assert timeouts >= 2  # tower, factorial (nested parens may parse in time, and is 5)
     # Sequential would be >= timeouts * timeout_s; two workers halve it.
     assert elapsed < (timeouts / 2 + 1) * POOL_TIMEOUT_S + 1.5, elapsed
-    assert all(v.status in ("failed", "incorrect") for v in batch.verdicts[:-1])
+    for name, v in zip(names, batch.verdicts[:-1]):
+        assert v.status in (("failed", "incorrect", "correct") if name == "nested_parens" else ("failed", "incorrect")), name
     assert batch.verdicts[-1].status == "correct"
 
 
