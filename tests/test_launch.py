@@ -3,9 +3,9 @@ nodes, torchrun on the trainer nodes).
 
 - slow: the script submitted with ``sbatch`` to a real two-node Slurm cluster this test
   starts on loopback (slurmctld, two slurmd and munged, all on this machine; Debian's
-  slurm-wlm, installed with apt-get when missing and the test runs as root). Real ``ray
-  start`` head and worker, real torchrun with 2 ranks, a 2-step run with a checkpoint; and
-  nothing of it runs afterwards.
+  Slurm daemons and munge, installed by ``make test-tools``). Real ``ray start`` head (kept
+  on loopback), real torchrun with 2 ranks, a 2-step run with a checkpoint; and nothing
+  of it runs afterwards.
 - fast: argument and parameter errors, the trainer's exit status and the teardown of Ray
   on every path, with shims (``tests/launch_shims``) for srun, scontrol, ray and torchrun.
 
@@ -191,21 +191,12 @@ def which(name: str) -> str | None:
 
 
 def ensure_slurm() -> None:
-    """Installs Debian's Slurm and munge (about 15 s) when missing, as the Makefile does
-    for libsndfile; skips where that is not possible (not root, no apt-get)."""
-    if all(which(b) for b in SLURM_BINARIES):
-        return
-    if os.geteuid() != 0 or not which("apt-get"):
-        pytest.skip(f"needs Slurm on this machine: apt-get install {' '.join(SLURM_PACKAGES)} (as root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *SLURM_PACKAGES]
-    run = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    if run.returncode != 0:  # a fresh machine may have no package lists yet
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
-        run = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, f"installing Slurm failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
+    """Slurm and munge come from ``make test-tools`` (run by ``make test``): missing ones
+    are a failure that says how to get them, never a silent skip."""
     missing = [b for b in SLURM_BINARIES if not which(b)]
-    assert not missing, f"Slurm installed, but {missing} not found"
+    assert not missing, (
+        f"{missing} not found: run `make test-tools` (apt-get install {' '.join(SLURM_PACKAGES)}, as root)"
+    )
 
 
 class LoopbackSlurm:

@@ -176,9 +176,10 @@ class RayVLLMGenerator:
                 continue
             ref = ray.put({k: v.detach().cpu() for k, v in hf_bucket.items()})
             refs.append(ref)
-            for replica, actor in enumerate(self._actors):
+            loads = [actor.load_weights.remote(ref) for actor in self._actors]  # every replica at once
+            for replica, load in enumerate(loads):
                 try:
-                    got[replica] = self._get(actor.load_weights.remote(ref), self._opts.sync_timeout_s, replica,
+                    got[replica] = self._get(load, self._opts.sync_timeout_s, replica,
                                              what="weight sync", timeout_kls=WeightSyncTimeout)  # fmt: skip
                 except ray.exceptions.RayActorError as err:
                     # Died since its last request: a new replica loads the buckets so far.
