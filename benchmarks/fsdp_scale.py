@@ -201,7 +201,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    from fs2_semionline.generation.nccl_sync import free_port
+    from fs2_semionline.generation.pg_sync import free_port
 
     rows = []
     for model_name in args.models:

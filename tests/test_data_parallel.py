@@ -19,7 +19,7 @@ from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
 @pytest.mark.slow
 def test_two_ranks_train_and_validate(tmp_path: Path) -> None:
-    from fs2_semionline.generation.nccl_sync import free_port
+    from fs2_semionline.generation.pg_sync import free_port
 
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:64]) + "\n")

@@ -34,7 +34,7 @@ COMPARED = ("Loss", "DPO Loss", "Chosen Log-prob", "Rejected Log-prob", "Reward"
 
 
 def torchrun(out: Path, *config: str, timeout: float = 600) -> str:
-    from fs2_semionline.generation.nccl_sync import free_port
+    from fs2_semionline.generation.pg_sync import free_port
 
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",

@@ -48,7 +48,7 @@ def _rank_main(rank: int, port: int, queue: mp.Queue) -> None:
 
 
 def test_ranks_get_their_slice_of_one_generation() -> None:
-    from fs2_semionline.generation.nccl_sync import free_port
+    from fs2_semionline.generation.pg_sync import free_port
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

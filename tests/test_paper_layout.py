@@ -28,7 +28,7 @@ TIMING = ("Time", "Elapsed", "Wall", "/s", "Per Second", "Seconds", "(s)")
 
 
 def _command(out: Path, train: Path) -> list[str]:
-    from fs2_semionline.generation.nccl_sync import free_port
+    from fs2_semionline.generation.pg_sync import free_port
 
     return [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",

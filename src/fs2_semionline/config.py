@@ -74,10 +74,13 @@ class RolloutGeneratorSection:
     """``vllm``: the dtype the engines serve in and the weights travel in. ``auto``: the
     trainer's compute dtype (``trainer.mixed_precision.dtype`` under static mixed
     precision, else ``model.dtype``), so fp32 master weights are served in bf16."""
-    weight_sync: Literal["auto", "object_store", "nccl"] = "auto"
-    """``auto``: NCCL broadcast on GPU, Ray's object store on CPU."""
+    colocate: bool = False
+    """``vllm``: one engine in the trainer's own process and device (a single trainer
+    process: one GPU, or a CPU); weights are handed over in-process, no broadcast.
+    Otherwise replicas are Ray actors and take weights by broadcast from trainer rank 0
+    over a process group (gloo on CPU, NCCL on GPU)."""
     sync_bucket_mb: int = 1024
-    """NCCL sync: tensors are packed into buffers of about this size (one broadcast each)."""
+    """Weights travel in buffers of about this size (one broadcast each)."""
     sync_timeout_s: float = 600.0
     """A weight sync slower than this is an error naming the replica, not a hang."""
     generate_timeout_s: float = 1800.0

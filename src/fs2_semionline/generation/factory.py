@@ -20,6 +20,12 @@ from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.generation.protocol import Generator
 
 
+# Of the device's memory, what a colocated engine takes (weights + KV cache) unless
+# generator.engine_args says otherwise; the trainer (weights, grads, optimizer states,
+# activations) keeps the rest.
+COLOCATED_GPU_MEMORY_UTILIZATION = 0.3
+
+
 def create_generator(
     config: RolloutGeneratorSection,
     seed_model: CausalLM,
@@ -33,14 +39,14 @@ def create_generator(
     dtype: torch.dtype | None = None,
 ) -> Generator:
     """``local``: a private copy of the seed model. ``vllm``: exports the seed weights as an
-    HF folder in ``dtype`` (what a fresh replica loads) and starts the actors (Ray must be
-    up). ``seed_state``: the seed's full weights when ``seed_model`` is sharded."""
+    HF folder in ``dtype`` (what a fresh engine loads) and starts the actors (Ray must be
+    up), or with ``colocate`` one engine in this process. ``seed_state``: the seed's full
+    weights when ``seed_model`` is sharded."""
     if config.backend == "local":
         if seed_state is not None:
             raise ConfigError("generator.backend=local cannot start from a sharded policy: use a reference model")
         return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.batch_size)
 
-    from fs2_semionline.generation.nccl_sync import NcclWeightSender
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
     from fs2_semionline.hf_export import StreamingHFConverter, export_hf_model
@@ -59,28 +65,27 @@ def create_generator(
     to_hf = StreamingHFConverter.of(state, model_config, family_name)
     del state, source
 
-    weight_sync = config.weight_sync
-    if weight_sync == "auto":
-        weight_sync = "nccl" if cuda_available() else "object_store"
-    if weight_sync == "nccl" and not cuda_available():
-        raise ConfigError("generator.weight_sync=nccl needs CUDA; use object_store (or auto) on CPU")
-    nccl = None
-    if weight_sync == "nccl":
-        nccl = NcclWeightSender(tensor_parallel_size=config.tensor_parallel_size, bucket_bytes=config.sync_bucket_mb << 20)
     engine_args = dict(config.engine_args)
     if dtype is not None:
         engine_args.setdefault("dtype", str(dtype).removeprefix("torch."))
+    max_model_len = int(getattr(seed_model, "max_seq_len"))
+    if config.colocate:
+        from fs2_semionline.generation.colocated import ColocatedVLLMGenerator
+
+        if cuda_available():  # the trainer keeps the rest of the device
+            engine_args.setdefault("gpu_memory_utilization", COLOCATED_GPU_MEMORY_UTILIZATION)
+        return ColocatedVLLMGenerator(model_dir, to_hf=to_hf, max_model_len=max_model_len, seed=seed, engine_args=engine_args)
+
     options = ReplicaOptions(
         replicas=config.replicas, tensor_parallel_size=config.tensor_parallel_size,
         num_cpus=config.num_cpus_per_replica, engine_args=engine_args,
         sync_timeout_s=config.sync_timeout_s, generate_timeout_s=config.generate_timeout_s,
         max_restarts=config.max_restarts,
     )  # fmt: skip
-
-    max_model_len = int(getattr(seed_model, "max_seq_len"))
     return RayVLLMGenerator(
-        model_dir, to_hf=to_hf, options=options, max_model_len=max_model_len, seed=seed, nccl_sender=nccl
-    )
+        model_dir, to_hf=to_hf, options=options, max_model_len=max_model_len, seed=seed,
+        sync_bucket_bytes=config.sync_bucket_mb << 20,
+    )  # fmt: skip
 
 
 def _local_dir(path: str) -> Path:

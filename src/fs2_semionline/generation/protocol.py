@@ -30,6 +30,14 @@ class Completion:
     """The generator's log-prob of each sampled token (raw logits, before temperature)."""
 
 
+class GeneratorError(RuntimeError):
+    """A generator failed in a way a restart does not fix (or a weight load did not happen)."""
+
+
+class WeightSyncTimeout(GeneratorError):
+    """A weight sync exceeded ``generator.sync_timeout_s``; the message names the replica."""
+
+
 class PendingRollouts(Protocol):
     """A rollout request in flight; ``Generator.wait`` turns it into completions."""
 

