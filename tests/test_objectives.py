@@ -560,3 +560,38 @@ def test_token_stats_in_chunks_equals_one_pass_value_and_gradient() -> None:
         assert_close(ne, torch.where(mask, (full.exp() * full).sum(-1), 0.0), **F32)
     assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-3)  # bf16 gradients
     assert grads[0][~mask].abs().max().item() == 0.0
+
+
+def test_mismatch_statistics_by_hand() -> None:
+    from fs2_semionline.objectives import mismatch
+
+    train = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.25, 9.0]])
+    gen = torch.tensor([[-1.5, -2.0, -1.0], [-0.5, -1.25, -7.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    off = mismatch(train, gen, mask)
+    # δ = [0.5, 0, -2] and [0, 1] (the padded 9 vs -7 is ignored)
+    assert off.num_tokens == 5
+    assert off.mean_abs == pytest.approx((0.5 + 0 + 2 + 0 + 1) / 5)
+    assert off.max_abs == pytest.approx(2.0)
+    assert off.seq_log_ratio.tolist() == pytest.approx([-1.5, 1.0])
+
+
+def test_truncated_weights_cap_the_ratio_without_overflow() -> None:
+    from fs2_semionline.objectives import truncated_weights
+
+    w = truncated_weights(torch.tensor([math.log(0.5), math.log(3.0), 1000.0], requires_grad=True), cap=2.0)
+    assert w.tolist() == pytest.approx([0.5, 2.0, 2.0])
+    assert not w.requires_grad
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        truncated_weights(torch.zeros(1), cap=0.0)
+
+
+def test_grpo_token_weights_scale_each_tokens_gradient() -> None:
+    logps = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    mask = torch.tensor([[True, True, False]])
+    weights = torch.tensor([[0.5, 2.0, 7.0]])
+    out = grpo_loss(logps, mask, torch.tensor([3.0]), token_weights=weights)
+    out.loss.sum().backward()
+    # d/dlogp_t of −w_t·A·exp(logp_t − sg(logp_t)) = −w_t·A at the sampled tokens; 0 on padding.
+    assert logps.grad[0].tolist() == pytest.approx([-1.5, -6.0, 0.0])
+    assert out.loss.item() == pytest.approx(-(0.5 + 2.0) * 3.0)

@@ -253,3 +253,20 @@ def test_global_batch_is_split_over_ranks_and_micro_batches(tmp_path: Path) -> N
     config.dataset.batch_size = 6
     with pytest.raises(ConfigError, match=r"dataset.batch_size=6 .* multiple of data-parallel size 2 x .*num_batches 2 = 4"):
         list(train_pipeline(items, config, PromptBatch, 0, 2))
+
+
+def test_mismatch_is_noise_on_sync_steps_and_truncated_is_scales_the_loss(tmp_path: Path) -> None:
+    """s = 2, DPO with truncated IS at cap 0.5. Step 1 trains on rollouts of the weights
+    it trains (|δ| is kernel noise, every ρ ≈ 1 is cut to 0.5, and the policy equals the
+    reference, so each pair's loss is 0.5 · ln 2); step 2's rollouts come from step 1's
+    generator, one update behind."""
+    config = tiny_config(tmp_path, importance_sampling="truncated", importance_cap=0.5)
+    config.generator.sync_every_n_steps = 2
+    rows = run_recipe(config, tmp_path / "out")
+    first, second = rows
+    assert first["Rollout |Δ log-prob| (max)"] < 1e-4
+    assert abs(first["Sequence log IS Ratio (mean)"]) < 1e-4
+    assert first["IS Weights Truncated"] == 1.0
+    assert first["Loss"] == pytest.approx(0.5 * math.log(2), abs=1e-5)
+    assert second["Rollout |Δ log-prob| (mean)"] > 1e-3
+    assert second["Sequence log IS Ratio (max)"] > second["Sequence log IS Ratio (min)"]

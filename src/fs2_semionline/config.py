@@ -138,6 +138,13 @@ class LossSection:
     """GRPO: divide advantages by the group's std (paper: off)."""
     entropy_coef: float = 0.0
     """Weight of the mean negative entropy of rollout tokens (§4.2; 0 = off)."""
+    importance_sampling: Literal["none", "truncated"] = "none"
+    """Correction for rollouts sampled by the generator's copy of the policy (older
+    weights, other kernels): ``truncated`` weights GRPO's tokens by min(π/μ, C) and DPO's
+    pairs by min(ρ(y_w)ρ(y_l), C), detached (objectives/importance.py). ``dpo`` and
+    ``grpo`` only. Paper: none."""
+    importance_cap: float = 2.0
+    """C, the cap of the truncated importance weights."""
 
     @property
     def needs_reference(self) -> bool:
@@ -178,6 +185,13 @@ class ValidationSection:
     """Answer length limit in tokens. Default: ``generator.max_gen_len``."""
     batch_size: int = 32
     """Prompts per sampler call and per validation step (memory knob)."""
+    sampler: Literal["auto", "policy", "generator"] = "auto"
+    """``policy``: fairseq2's sampler on the trainer's model. ``generator``: the rollout
+    generator (vLLM), synced first to the weights being validated; it needs every
+    validation step to be a sync boundary (``regime.validate_every_n_steps`` a multiple
+    of a finite s), so the sync is the one the next step makes anyway and the
+    semi-online schedule is unchanged. ``auto``: ``generator`` when the backend is vllm
+    and that holds, else ``policy``. Either way validation never sees stale weights."""
     length_normalization: Literal["mean_ratio", "none"] = "mean_ratio"
     """``reward_len_norm``: ``mean_ratio`` = mean reward / mean response length in tokens over
     the whole set (the reading of the paper's authors' code; with negative rewards it

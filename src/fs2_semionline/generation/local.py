@@ -44,13 +44,18 @@ def sample_completions(
     batch_size: int = 32,
     device: torch.device | None = None,
 ) -> list[list[Completion]]:
-    """``num_samples`` completions for every prompt, in prompt order (temperature 0: greedy)."""
+    """``num_samples`` completions for every prompt, in prompt order (temperature 0: greedy).
+
+    Untempered (temperature 1 or greedy), each completion carries the sampler's log-prob
+    of every token it drew, as vLLM's do (raw logits); tempered ones carry none
+    (fairseq2 scores the tempered distribution)."""
     vocab = tokenizer.vocab_info
     if vocab.eos_idx is None or vocab.pad_idx is None:
         raise ValueError(f"the tokenizer needs EOS and PAD tokens to sample, got {vocab}")
     if sampling.temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {sampling.temperature}")
     greedy = sampling.temperature == 0
+    untempered = greedy or sampling.temperature == 1.0
     device = device or next(model.parameters()).device
     generator = SamplingSequenceGenerator(
         model,
@@ -59,6 +64,7 @@ def sample_completions(
         num_gens=num_samples,
         max_gen_len=sampling.max_gen_len,
         temperature=1.0 if greedy else sampling.temperature,
+        compute_scores=untempered,
     )
     decoder = text_decoder(tokenizer)
     results: list[list[Completion]] = []
@@ -80,11 +86,14 @@ def sample_completions(
                     # shorter prompt's completion can run longer: cut it to max_gen_len tokens
                     # (EOS included, as vLLM's max_tokens counts it).
                     ids = hyp.seq.tolist()[: sampling.max_gen_len]
+                    logprobs = None
+                    if hyp.step_scores is not None:  # probabilities of the drawn tokens
+                        logprobs = tuple(hyp.step_scores[: len(ids)].double().log().tolist())
                     finished = bool(ids) and ids[-1] == vocab.eos_idx
                     if finished:
                         ids = ids[:-1]
                     text = decoder(torch.as_tensor(ids, dtype=torch.int64)) if ids else ""
-                    completions.append(Completion(ids, text, finished))
+                    completions.append(Completion(ids, text, finished, logprobs))
                 results.append(completions)
     finally:
         model.train(was_training)

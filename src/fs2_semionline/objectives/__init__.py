@@ -5,6 +5,7 @@ and the entropy regulariser (§4.2). Pure torch, no fairseq2 dependency."""
 from fs2_semionline.objectives.dpo import DPOOutput, dpo_loss
 from fs2_semionline.objectives.group_dpo import GroupDPOOutput, combined_loss, group_dpo_loss
 from fs2_semionline.objectives.grpo import GRPOOutput, group_advantages, grpo_loss, sum_by_group
+from fs2_semionline.objectives.importance import Mismatch, mismatch, truncated_weights
 from fs2_semionline.objectives.logprobs import (
     masked_mean,
     negative_entropy,
@@ -30,4 +31,7 @@ __all__ = [
     "token_logprobs",
     "token_stats",
     "masked_mean",
+    "Mismatch",
+    "mismatch",
+    "truncated_weights",
 ]

@@ -83,6 +83,7 @@ def grpo_loss(
     old_token_logps: Tensor | None = None,
     clip_eps: float = 0.2,
     length_normalize: bool = False,
+    token_weights: Tensor | None = None,
 ) -> GRPOOutput:
     """Eq. 1 per sequence: token log-probs [S, T], mask [S, T], advantages [S] -> [S].
 
@@ -91,6 +92,8 @@ def grpo_loss(
     gradient, so no clipping applies. With them, ρ_t = exp(logp_t − old_t) and the PPO
     objective min(ρA, clip(ρ, 1−ε, 1+ε)A) is used. Sums run over the valid tokens;
     ``length_normalize`` divides each sequence's policy and KL sums by its token count.
+    ``token_weights`` [S, T] (detached) scale each token's policy term: the truncated
+    importance weights of :mod:`fs2_semionline.objectives.importance`.
     """
     if token_logps.dim() != 2 or mask.shape != token_logps.shape:
         raise ValueError(
@@ -122,6 +125,10 @@ def grpo_loss(
         ratio = torch.exp(logp - clean(old_token_logps).detach())
         clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
         per_token = -torch.minimum(ratio * adv, clipped * adv)
+    if token_weights is not None:
+        if token_weights.shape != token_logps.shape:
+            raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}, expected {tuple(mask.shape)}")
+        per_token = per_token * clean(token_weights).detach()
     policy_loss = torch.where(valid, per_token, zero).sum(dim=-1)
 
     if ref_token_logps is not None:

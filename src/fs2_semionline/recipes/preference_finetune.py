@@ -149,6 +149,38 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
         raise ConfigError(f"validation.num_samples must be >= 1, got {valid.num_samples}")
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
+    loss = config.loss
+    if loss.importance_sampling == "truncated":
+        if loss.name not in ("dpo", "grpo"):
+            raise ConfigError(f"loss.importance_sampling=truncated is defined for loss.name=dpo and grpo, got {loss.name}")
+        if config.dataset.pairs_path is not None:
+            raise ConfigError("loss.importance_sampling=truncated needs rollouts with their log-probs, not dataset.pairs_path")
+        if not generator_logprobs(config.generator):
+            raise ConfigError(
+                "loss.importance_sampling=truncated needs the generator's log-probs: generator.backend=vllm, or "
+                f"local at generator.temperature 1 (fairseq2's sampler scores tempered tokens), got {config.generator.temperature}"
+            )
+        if not loss.importance_cap > 0:
+            raise ConfigError(f"loss.importance_cap must be > 0, got {loss.importance_cap}")
+    if config.validation.sampler == "generator" and not validates_through_generator(config):
+        raise ConfigError(
+            "validation.sampler=generator needs generator.backend=vllm and every validation step on a sync "
+            f"boundary: regime.validate_every_n_steps ({config.regime.validate_every_n_steps}) a multiple of "
+            f"generator.sync_every_n_steps ({config.generator.sync_every_n_steps})"
+        )
+
+
+def generator_logprobs(generator: RolloutGeneratorSection) -> bool:
+    """Whether rollouts come with the generator's log-probs of their tokens (raw logits,
+    at temperature 1): vLLM always; fairseq2's sampler only untempered (T 1, or greedy)."""
+    return generator.backend == "vllm" or generator.temperature in (0.0, 1.0)
+
+
+def validates_through_generator(config: PreferenceFinetuneConfig) -> bool:
+    """``validation.sampler``: whether validation samples through the rollout generator."""
+    s, every = config.generator.sync_every_n_steps, config.regime.validate_every_n_steps
+    possible = config.generator.backend == "vllm" and s is not None and every is not None and every % s == 0
+    return possible and config.validation.sampler in ("auto", "generator")
 
 
 class _RestoreThreads:
@@ -398,6 +430,7 @@ class PreferenceFinetuneRecipe(Recipe):
                 generator_config=config.generator, loss_config=config.loss, reference_sync=config.reference_sync,
                 seed=config.common.seed, device=torch.device(str(device)), dp_gang=dp_gang,
                 sync_dtype=generator_dtype(config) if config.generator.backend == "vllm" else None,
+                rollout_logprobs=generator_logprobs(config.generator),
             )  # fmt: skip
             reader = self._reader(context, config, examples, PromptBatch) if examples else self._reader(context, config, pairs, PairBatch)
             valid_units, valid_readers = [], []

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.gang import Gang, all_sum
-from fairseq2.metrics import Max, Mean, MetricBag, Sum
+from fairseq2.metrics import Max, Mean, MetricBag, Min, Sum
 from fairseq2.models.clm import CausalLM
 from fairseq2.trainer import TrainUnit
 from torch import Tensor
@@ -45,12 +45,15 @@ from fs2_semionline.config import LossSection, ReferenceSyncSection, RolloutGene
 from fs2_semionline.data.jsonl import PairExample, PromptExample
 from fs2_semionline.generation.protocol import Completion, Generator, PendingRollouts, SamplingConfig
 from fs2_semionline.objectives import (
+    Mismatch,
     dpo_loss,
     group_dpo_loss,
     grpo_loss,
     masked_mean,
+    mismatch,
     sequence_logprobs,
     sum_by_group,
+    truncated_weights,
 )
 from fs2_semionline.pairing import (
     PairingStats,
@@ -92,10 +95,19 @@ METRICS: dict[str, tuple[str, int]] = {
     "reward_seconds": ("Reward Time (s)", 151),
     "train_seconds": ("Loss Time (s)", 152),
     "sync_seconds": ("Sync Time (s)", 153),
+    # How off-policy the trained rollouts are (objectives/importance.py).
+    "logprob_diff": ("Rollout |Δ log-prob| (mean)", 160),
+    "logprob_diff_max": ("Rollout |Δ log-prob| (max)", 161),
+    "log_is_ratio": ("Sequence log IS Ratio (mean)", 162),
+    "log_is_ratio_max": ("Sequence log IS Ratio (max)", 163),
+    "log_is_ratio_min": ("Sequence log IS Ratio (min)", 164),
+    "is_truncated": ("IS Weights Truncated", 165),
 }
+_MISMATCH = {"logprob_diff", "logprob_diff_max", "log_is_ratio", "log_is_ratio_max", "log_is_ratio_min"}
 _SUMS = {"num_pairs", "skipped_prompts", "failed_rewards", "skipped_steps", "nonfinite_losses"}
 # The lag is 0 on every sync step: the worst lag in a publish window is the useful number.
-_MAXES = {"version_lag"}
+_MAXES = {"version_lag", "logprob_diff_max", "log_is_ratio_max"}
+_MINS = {"log_is_ratio_min"}
 
 
 class MeanOrNaN(Mean):
@@ -110,8 +122,8 @@ class MeanOrNaN(Mean):
         return self.weighted_sum / self.weights
 
 
-def _metric_kls(name: str) -> type[Mean] | type[Sum] | type[Max]:
-    return Sum if name in _SUMS else Max if name in _MAXES else MeanOrNaN
+def _metric_kls(name: str) -> type[Mean] | type[Sum] | type[Max] | type[Min]:
+    return Sum if name in _SUMS else Max if name in _MAXES else Min if name in _MINS else MeanOrNaN
 
 
 @dataclass
@@ -174,6 +186,7 @@ class _Items:
     response_ids: list[Sequence[int]] = field(default_factory=list)
     groups: list[tuple[list[int], list[int]]] = field(default_factory=list)
     advantages: list[float] = field(default_factory=list)
+    gen_logps: list[tuple[float, ...] | None] = field(default_factory=list)  # the generator's, per response
     num_items: int = 0  # prompts (DPO: pairs) the loss averages over
 
 
@@ -217,13 +230,17 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         device: torch.device,
         dp_gang: Gang | None = None,
         sync_dtype: torch.dtype | None = None,
+        rollout_logprobs: bool = False,
     ) -> None:
         """``dp_gang``: the data-parallel gang (None: a single process). ``sync_dtype``:
-        the generator's serving dtype; weights are cast as they are gathered."""
+        the generator's serving dtype; weights are cast as they are gathered.
+        ``rollout_logprobs``: the generator returns its log-probs of the sampled tokens
+        (then the mismatch metrics are logged, and truncated IS can use them)."""
         from fairseq2.gang import FakeGang
 
         self._dp_gang: Gang = dp_gang if dp_gang is not None else FakeGang(device)
         self._sync_dtype = sync_dtype
+        self._rollout_logprobs = rollout_logprobs and generator is not None
         self._selection: _Selection | None = None
         self._policy = policy  # the data-parallel facade: forward passes go through it
         self._policy_module = policy_module  # the bare model: its state dict is synced
@@ -262,6 +279,10 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
             if name != "group_dpo_grpo":
                 skip.add("grpo_loss")
         skip |= {f"reward/{t}" for t in ("math", "chat") if t not in self._tasks}
+        if not self._rollout_logprobs:
+            skip |= _MISMATCH
+        if not self._rollout_logprobs or cfg.importance_sampling == "none":
+            skip.add("is_truncated")
         if self._generator is None:  # pairs from a file: nothing generated, nothing rewarded
             skip |= {"reward", "reward/math", "reward/chat", "rollout_len", "skipped_prompts", "failed_rewards", "version_lag",
                      "generate_seconds", "reward_seconds", "sync_seconds"}  # fmt: skip
@@ -384,6 +405,7 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
             items.advantages = [float(a) if (a := selection.advantages[i][j]) is not None else 0.0 for i, j in picks]
         items.prompt_ids = [selection.prompt_ids[i] for i, _ in picks]
         items.response_ids = [self._response_ids(selection.rollouts[i][j]) for i, j in picks]
+        items.gen_logps = [selection.rollouts[i][j].logprobs for i, j in picks]
         items.num_items = len(chosen)
         return items
 
@@ -435,6 +457,8 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
             with torch.no_grad():
                 ref_token_logps = response_stats(self._reference, batch).token_logps  # type: ignore[arg-type]
         ref_logps = sequence_logprobs(ref_token_logps, batch.mask) if ref_token_logps is not None else None
+        off = self._mismatch(items, token_logps, batch.mask, metric_bag)
+        truncate = off is not None and self._loss.importance_sampling == "truncated"
 
         loss_cfg = self._loss
         if name == "dpo":
@@ -447,6 +471,12 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 nll_length_normalize=loss_cfg.nll_length_normalize,
             )  # fmt: skip
             per_item, num_items = out.loss, num
+            if truncate:
+                assert off is not None
+                log_pair = off.seq_log_ratio[:num] + off.seq_log_ratio[num:]  # ρ(y_w)·ρ(y_l), in log space
+                weights = truncated_weights(log_pair, loss_cfg.importance_cap).to(per_item.dtype)
+                per_item = per_item * weights
+                self._update(metric_bag, "is_truncated", float((log_pair > math.log(loss_cfg.importance_cap)).double().mean()), num)
             self._update(metric_bag, "dpo_loss", out.dpo_loss.mean().item(), num)
             self._update(metric_bag, "nll_loss", out.nll_loss.mean().item(), num)
             self._log_sides(metric_bag, logps[:num], logps[num:], batch.response_lens[:num], batch.response_lens[num:])
@@ -473,9 +503,16 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
                 per_item = per_item + loss_cfg.grpo_alpha * grpo_per_prompt
                 self._update(metric_bag, "grpo_loss", grpo_per_prompt.mean().item(), num_items)
         else:
+            token_weights = None
+            if truncate:
+                assert off is not None
+                token_weights = truncated_weights(off.token_log_ratio, loss_cfg.importance_cap).to(token_logps.dtype)
+                over = (off.token_log_ratio > math.log(loss_cfg.importance_cap)) & batch.mask.bool()
+                self._update(metric_bag, "is_truncated", float(over.sum()) / max(off.num_tokens, 1), off.num_tokens)
             gr = grpo_loss(
                 token_logps, batch.mask, torch.tensor(advantages, device=self._device),
                 beta=loss_cfg.beta, ref_token_logps=ref_token_logps, length_normalize=loss_cfg.grpo_length_normalize,
+                token_weights=token_weights,
             )  # fmt: skip
             # Eq. 1 sums over a prompt's rollouts; gradients are normalised per prompt.
             per_item = gr.loss
@@ -494,6 +531,25 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
             self._update(metric_bag, "loss", loss.item() / num_items, num_items)
             self._update(metric_bag, "num_pairs", float(len(response_ids) // 2 if name == "dpo" else len(response_ids)))
         return loss, logits
+
+    def _mismatch(self, items: _Items, token_logps: Tensor, mask: Tensor, metric_bag: MetricBag) -> Mismatch | None:
+        """Trainer vs generator log-probs of the trained responses' tokens (None when the
+        generator gave none, or a response's count differs from its tokens')."""
+        if not self._rollout_logprobs or not items.gen_logps:
+            return None
+        lens = mask.sum(dim=-1).tolist()
+        if any(lp is None or len(lp) != n for lp, n in zip(items.gen_logps, lens)):
+            return None
+        gen = torch.zeros(mask.shape, dtype=torch.float64, device=token_logps.device)
+        gen[mask.bool()] = torch.tensor([x for lp in items.gen_logps for x in lp], dtype=torch.float64, device=gen.device)  # type: ignore[union-attr]
+        off = mismatch(token_logps, gen, mask)
+        self._update(metric_bag, "logprob_diff", off.mean_abs, off.num_tokens)
+        self._update(metric_bag, "logprob_diff_max", off.max_abs)
+        seq = off.seq_log_ratio
+        self._update(metric_bag, "log_is_ratio", float(seq.mean()), len(seq))
+        self._update(metric_bag, "log_is_ratio_max", float(seq.max()))
+        self._update(metric_bag, "log_is_ratio_min", float(seq.min()))
+        return off
 
     def _pending_rollouts(self, batch: PromptBatch, step: int) -> PendingRollouts:
         """This step's rollouts; at the start of a window, the whole window is submitted.
