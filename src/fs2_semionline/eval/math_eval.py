@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fairseq2.data.tokenizers import Tokenizer
-from fairseq2.models.clm import CausalLM
-
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.accuracy import AccuracyStats, accuracy_over_sample_sets
-from fs2_semionline.generation.local import sample_completions
-from fs2_semionline.generation.protocol import SamplingConfig
+from fs2_semionline.generation.protocol import Sampler, SamplingConfig
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 
 
@@ -40,20 +36,17 @@ class MathEvalResult:
 
 
 def evaluate_math(
-    model: CausalLM,
-    tokenizer: Tokenizer,
+    sample: Sampler,
     examples: Sequence[PromptExample],
     pool: MathVerifyPool,
     *,
     num_samples: int,
     sampling: SamplingConfig,
-    batch_size: int = 32,
+    seed: int,
 ) -> MathEvalResult:
     if not examples:
         raise ValueError("no prompts to evaluate (all skipped or the files are empty)")
-    completions = sample_completions(
-        model, tokenizer, [e.token_ids for e in examples], num_samples, sampling, batch_size=batch_size
-    )
+    completions = sample([e.token_ids for e in examples], num_samples, sampling, seed)
     responses = [c.text for cs in completions for c in cs]
     golds = [str(e.answer) for e in examples for _ in range(num_samples)]
     verdicts = pool.score(responses, golds).verdicts

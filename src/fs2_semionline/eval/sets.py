@@ -13,16 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
-from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.logging import log
-from fairseq2.models.clm import CausalLM
 
 from fs2_semionline.data.jsonl import LoadReport, PromptExample, load_prompts
 from fs2_semionline.data.templates import TASK_TEMPLATES
 from fs2_semionline.eval.chat_eval import ChatGeneration, ChatIds, generate_chat
 from fs2_semionline.eval.math_eval import MathEvalResult, evaluate_math
-from fs2_semionline.generation.protocol import SamplingConfig
+from fs2_semionline.generation.protocol import Sampler, SamplingConfig
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 
 TaskName = Literal["math", "chat"]
@@ -92,46 +89,31 @@ def pooled_report(sets: Sequence[EvalSet]) -> LoadReport:
 
 
 def evaluate_math_sets(
-    model: CausalLM,
-    tokenizer: Tokenizer,
+    sample: Sampler,
     sets: Sequence[EvalSet],
     pool: MathVerifyPool,
     *,
     seed: int,
     num_samples: int,
     sampling: SamplingConfig,
-    batch_size: int,
 ) -> list[MathEvalResult]:
-    """One result per set, each sampled from a freshly seeded RNG (see the module doc)."""
+    """One result per set, each sampled with the same seed (see the module doc)."""
     results = []
     for s in sets:
-        torch.manual_seed(seed)
-        result = evaluate_math(
-            model, tokenizer, s.examples, pool, num_samples=num_samples, sampling=sampling, batch_size=batch_size
-        )
+        result = evaluate_math(sample, s.examples, pool, num_samples=num_samples, sampling=sampling, seed=seed)
         log.info("{}: accuracy {} over {} problems", s.name, result.accuracy, result.num_problems)
         results.append(result)
     return results
 
 
 def generate_chat_sets(
-    model: CausalLM,
-    tokenizer: Tokenizer,
+    sample: Sampler,
     sets: Sequence[EvalSet],
     ids: dict[str, ChatIds],
     *,
     seed: int,
     num_samples: int,
     sampling: SamplingConfig,
-    batch_size: int,
 ) -> list[list[ChatGeneration]]:
-    """The chat answers of every set, each set from a freshly seeded RNG."""
-    generations = []
-    for s in sets:
-        torch.manual_seed(seed)
-        generations.append(
-            generate_chat(
-                model, tokenizer, s.examples, ids, num_samples=num_samples, sampling=sampling, batch_size=batch_size
-            )
-        )
-    return generations
+    """The chat answers of every set, each set sampled with the same seed."""
+    return [generate_chat(sample, s.examples, ids, num_samples=num_samples, sampling=sampling, seed=seed) for s in sets]

@@ -31,17 +31,20 @@ def create_generator(
     seed_model: CausalLM,
     tokenizer: Tokenizer,
     *,
-    model_name: str,
+    model_name: str | None,
     tokenizer_name: str,
     work_dir: Path,
     seed: int,
     seed_state: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
+    family: str | None = None,
+    arch: str | None = None,
 ) -> Generator:
     """``local``: a private copy of the seed model. ``vllm``: exports the seed weights as an
     HF folder in ``dtype`` (what a fresh engine loads) and starts the actors (Ray must be
     up), or with ``colocate`` one engine in this process. ``seed_state``: the seed's full
-    weights when ``seed_model`` is sharded."""
+    weights when ``seed_model`` is sharded. ``model_name``: its asset card, or None for a
+    model loaded from a path, described by ``family`` and ``arch``."""
     if config.backend == "local":
         if seed_state is not None:
             raise ConfigError("generator.backend=local cannot start from a sharded policy: use a reference model")
@@ -53,9 +56,17 @@ def create_generator(
 
     resolver = get_dependency_resolver()
     store = resolver.resolve(AssetStore)
-    card = store.retrieve_card(model_name)
-    family_name = get_model_family_name(card)
-    model_config: Any = resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
+    if model_name is not None:
+        card = store.retrieve_card(model_name)
+        family_name = get_model_family_name(card)
+        model_config: Any = resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
+    else:
+        if family is None:
+            raise ConfigError("generator.backend=vllm with model.path needs model.family (and model.arch)")
+        family_name = family
+        model_config = resolver.resolve(ModelFamily, key=family).maybe_get_arch_config(arch)
+        if model_config is None:
+            raise ConfigError(f"model.arch {arch!r} is not an architecture of model family {family!r}")
     tokenizer_dir = _local_dir(store.retrieve_card(tokenizer_name).field("tokenizer").as_uri().path)
 
     model_dir = work_dir / "generator_seed_hf"

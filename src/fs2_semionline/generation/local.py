@@ -7,6 +7,7 @@ lengths are right-padded into one batch and described by a ``BatchLayout``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from fairseq2.data.tokenizers import TokenDecoder, Tokenizer
@@ -98,6 +99,43 @@ def sample_completions(
     finally:
         model.train(was_training)
     return results
+
+
+class PolicySampler:
+    """``sampler(prompts, num_samples, sampling, seed)`` with fairseq2's sampler on
+    ``model``: torch's RNG seeded with ``seed`` for the call, the caller's restored."""
+
+    def __init__(self, model: CausalLM, tokenizer: Tokenizer, *, batch_size: int) -> None:
+        self._model, self._tokenizer, self._batch_size = model, tokenizer, batch_size
+
+    def prepare(self, step_nr: int) -> None:
+        pass
+
+    def __call__(
+        self, prompts: Sequence[Sequence[int]], num_samples: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        if not prompts:
+            return []
+        device = next(self._model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return sample_completions(
+                self._model, self._tokenizer, prompts, num_samples, sampling, batch_size=self._batch_size
+            )
+
+
+class GeneratorSampler:
+    """``sampler(prompts, num_samples, sampling, seed)`` through a rollout generator."""
+
+    def __init__(self, generator: Any) -> None:
+        self._generator = generator
+
+    def __call__(
+        self, prompts: Sequence[Sequence[int]], num_samples: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        from fs2_semionline.generation.protocol import rollouts
+
+        return rollouts(self._generator, prompts, num_samples, sampling, seed)
 
 
 class LocalGenerator:

@@ -7,7 +7,7 @@ than its last sync, which is what makes semi-online training semi-online.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,12 @@ class Completion:
     finished: bool  # ended with EOS rather than at max_gen_len
     logprobs: tuple[float, ...] | None = None
     """The generator's log-prob of each sampled token (raw logits, before temperature)."""
+
+
+Sampler = Callable[[Sequence[Sequence[int]], int, SamplingConfig, int], list[list[Completion]]]
+"""``sample(prompts, num_samples, sampling, seed)`` → completions in prompt order: what
+evaluation and validation sample with (``local.PolicySampler``: fairseq2's sampler on a
+model; ``local.GeneratorSampler``: a rollout generator, e.g. vLLM)."""
 
 
 class GeneratorError(RuntimeError):

@@ -69,6 +69,8 @@ class VLLMEngine:
     def generate(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seeds: Sequence[int]
     ) -> list[list[Completion]]:
+        if not prompts:
+            return []
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -121,9 +121,12 @@ class RayVLLMGenerator:
         seed: int,
         sync_bucket_bytes: int = 1 << 30,
         sync_host: str | None = None,
+        sync_backend: str | None = None,
     ) -> None:
         """``model_dir``: an HF folder of the seed weights (what a fresh replica loads);
-        ``to_hf``: fairseq2 state dict → HF state dict (fairseq2's converter)."""
+        ``to_hf``: fairseq2 state dict → HF state dict (fairseq2's converter).
+        ``sync_backend``: the weight-sync data plane, ``nccl`` on CUDA and ``gloo`` otherwise
+        by default (gloo on a GPU machine: host buffers, e.g. to check one GPU)."""
         self._model_dir = str(model_dir)
         self._to_hf = to_hf
         self._opts = options
@@ -131,7 +134,7 @@ class RayVLLMGenerator:
         self._seed = seed
         self._sender = ProcessGroupWeightSender(
             tensor_parallel_size=options.tensor_parallel_size, host=sync_host, bucket_bytes=sync_bucket_bytes,
-            timeout_s=options.sync_timeout_s,
+            timeout_s=options.sync_timeout_s, backend=sync_backend,  # type: ignore[arg-type]
         )  # fmt: skip
         self._version = 0
         # Host copies of the current version's buckets (serving dtype): what a replaced

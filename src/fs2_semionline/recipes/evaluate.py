@@ -22,6 +22,12 @@ same two per set in ``OUT_DIR/sets/<file stem>/``.
     fs2-semionline lm evaluate OUT_DIR --preset eval_tiny_math
     fs2-semionline lm evaluate OUT_DIR --preset eval_math500 --config 'dataset.paths=[math500.jsonl]'
     python -m fs2_semionline.recipes.evaluate OUT_DIR --config model.name=tiny_math_sft
+    fs2-semionline lm evaluate OUT_DIR --preset eval_math500 --config generator.backend=vllm generator.replicas=8
+
+``generator.backend=vllm`` samples with vLLM engines in Ray actors (replicas, tensor
+parallelism), started from an HF export of the model; results and files are the same.
+Each set's prompts are seeded from ``common.seed`` as a whole, so a set's numbers do not
+depend on the number of replicas (vLLM seeds each prompt, not a shared RNG).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 from typing_extensions import override
 
-from fs2_semionline.config import RewardSection
+from fs2_semionline.config import RewardSection, RolloutGeneratorSection
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.eval.chat_eval import (
     ChatIds,
@@ -61,8 +67,10 @@ from fs2_semionline.eval.sets import (
     load_eval_sets,
     pooled_report,
 )
-from fs2_semionline.generation.protocol import SamplingConfig
+from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
+from fs2_semionline.generation.protocol import Sampler, SamplingConfig
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.ray_cluster import RayCluster, RaySection
 
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 
@@ -109,6 +117,34 @@ class EvalExportSection:
 
 
 @dataclass(kw_only=True)
+class EvalGeneratorSection:
+    """Who samples the answers."""
+
+    backend: Literal["local", "vllm"] = "local"
+    """``local``: fairseq2's sampler in this process. ``vllm``: vLLM engines in Ray actors
+    (Math500 × 50 samples at 8B: minutes on GPUs instead of GPU-hours)."""
+    replicas: int = 1
+    """``vllm``: engines; the prompts are split evenly over them."""
+    tensor_parallel_size: int = 1
+    """``vllm``: GPUs per engine."""
+    num_cpus_per_replica: float = 1.0
+    """``vllm``: Ray CPUs per actor; on a CPU machine also its threads."""
+    engine_args: dict[str, object] = field(default_factory=dict)
+    """``vllm``: passed to ``vllm.LLM`` (e.g. gpu_memory_utilization, max_num_seqs)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``vllm``: the serving dtype; ``auto``: model.dtype."""
+    generate_timeout_s: float = 1800.0
+    """A replica silent for longer is restarted and its prompts re-issued."""
+
+    def rollout_section(self) -> RolloutGeneratorSection:
+        return RolloutGeneratorSection(
+            backend=self.backend, replicas=self.replicas, tensor_parallel_size=self.tensor_parallel_size,
+            num_cpus_per_replica=self.num_cpus_per_replica, engine_args=dict(self.engine_args),
+            generate_timeout_s=self.generate_timeout_s,
+        )  # fmt: skip
+
+
+@dataclass(kw_only=True)
 class EvaluateConfig:
     model: ReferenceModelSection = field(
         default_factory=lambda: ReferenceModelSection(name="tiny_math_sft")
@@ -118,6 +154,8 @@ class EvaluateConfig:
     )
     dataset: EvalDataSection = field(default_factory=EvalDataSection)
     sampling: EvalSamplingSection = field(default_factory=EvalSamplingSection)
+    generator: EvalGeneratorSection = field(default_factory=EvalGeneratorSection)
+    ray: RaySection = field(default_factory=RaySection)
     reward: RewardSection = field(default_factory=RewardSection)
     export: EvalExportSection = field(default_factory=EvalExportSection)
     gang: GangSection = field(default_factory=GangSection)
@@ -186,11 +224,40 @@ class EvalTask(Task):
             if s.report.num_skipped:
                 log.warning("{}: skipped {} of {} prompts: {}", s.path, s.report.num_skipped, s.report.num_read, dict(s.report.skipped))  # fmt: skip
         start = time.perf_counter()
-        if config.dataset.task == "math":
-            self._run_math(model, tokenizer, sets, num_samples, start)
-        else:
-            self._run_chat(model, tokenizer, sets, chat_ids, num_samples, start, reward_spec)
+        closables: list[Any] = []
+        try:
+            sample = self._sampler(model, tokenizer, closables)
+            if config.dataset.task == "math":
+                self._run_math(sample, sets, num_samples, start)
+            else:
+                self._run_chat(sample, sets, chat_ids, num_samples, start, reward_spec)
+        finally:
+            for closable in closables:
+                closable.close()
         self._step_nr = 1
+
+    def _sampler(self, model: CausalLM, tokenizer: Tokenizer, closables: list[Any]) -> Sampler:
+        """fairseq2's sampler on ``model``, or vLLM replicas started from its weights."""
+        config = self._config
+        if config.generator.backend == "local":
+            return PolicySampler(model, tokenizer, batch_size=config.sampling.batch_size)
+        import torch
+
+        from fs2_semionline.generation.factory import create_generator
+
+        if self._context.gangs.root.size > 1:
+            raise ConfigError("generator.backend=vllm evaluates from one process: the replicas do the parallel work")
+        cluster = RayCluster(config.ray)
+        cluster.start()
+        closables.append(cluster)
+        dtype = None if config.generator.dtype == "auto" else getattr(torch, config.generator.dtype)
+        generator = create_generator(
+            config.generator.rollout_section(), model, tokenizer, model_name=config.model.name,
+            tokenizer_name=str(config.tokenizer.name), work_dir=self._context.output_dir, seed=config.common.seed,
+            dtype=dtype or next(model.parameters()).dtype, family=config.model.family, arch=config.model.arch,
+        )  # fmt: skip
+        closables.insert(0, generator)
+        return GeneratorSampler(generator)
 
     def _common_summary(self, sets: list[EvalSet]) -> dict[str, object]:
         s = self._config.sampling
@@ -202,18 +269,16 @@ class EvalTask(Task):
             "top_p": s.top_p,
             "max_gen_len": s.max_gen_len,
             "seed": self._config.common.seed,
+            "sampler": self._config.generator.backend,
             "prompts": pooled_report(sets).as_dict(),
         }
 
-    def _run_math(
-        self, model: CausalLM, tokenizer: Tokenizer, sets: list[EvalSet], num_samples: int, start: float
-    ) -> None:
+    def _run_math(self, sample: Sampler, sets: list[EvalSet], num_samples: int, start: float) -> None:
         config, context = self._config, self._context
         with MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s) as pool:
             results = evaluate_math_sets(
-                model, tokenizer, sets, pool, seed=config.common.seed, num_samples=num_samples,
-                sampling=self._sampling, batch_size=config.sampling.batch_size,
-            )  # fmt: skip
+                sample, sets, pool, seed=config.common.seed, num_samples=num_samples, sampling=self._sampling
+            )
         overall = pool_math_results(results)
         report = pooled_report(sets)
         summary = {
@@ -250,8 +315,7 @@ class EvalTask(Task):
 
     def _run_chat(
         self,
-        model: CausalLM,
-        tokenizer: Tokenizer,
+        sample: Sampler,
         sets: list[EvalSet],
         chat_ids: dict[str, ChatIds],
         num_samples: int,
@@ -261,9 +325,8 @@ class EvalTask(Task):
         config, context = self._config, self._context
         name = config.export.model_name or self._model_name
         per_set = generate_chat_sets(
-            model, tokenizer, sets, chat_ids, seed=config.common.seed, num_samples=num_samples,
-            sampling=self._sampling, batch_size=config.sampling.batch_size,
-        )  # fmt: skip
+            sample, sets, chat_ids, seed=config.common.seed, num_samples=num_samples, sampling=self._sampling
+        )
         generations = [g for gs in per_set for g in gs]
         rewards_per_set: list[list[list[float | None]]] | None = None
         if reward_spec is not None:

@@ -53,13 +53,20 @@ from fs2_semionline.data.jsonl import LoadReport, PairExample, PromptExample, lo
 from fs2_semionline.data.templates import TASK_TEMPLATES, verifiable_prompt
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.generation.factory import create_generator
+from fs2_semionline.generation.local import PolicySampler
 from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.ray_cluster import RayCluster, RaySection
 from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.sharding import full_weight_buckets, is_sharded, shard_like_policy
 from fs2_semionline.units.preference import METRICS, PairBatch, PreferenceUnit, PromptBatch
-from fs2_semionline.units.validation import VALID_METRICS, ValidationBatch, ValidationUnit
+from fs2_semionline.units.validation import (
+    VALID_METRICS,
+    BoundarySampler,
+    ValidationBatch,
+    ValidationUnit,
+    validation_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -435,8 +442,11 @@ class PreferenceFinetuneRecipe(Recipe):
             reader = self._reader(context, config, examples, PromptBatch) if examples else self._reader(context, config, pairs, PairBatch)
             valid_units, valid_readers = [], []
             if valid_examples:
+                sampler: Any = PolicySampler(policy_module, tokenizer, batch_size=valid.batch_size)
+                if generator is not None and validates_through_generator(config):
+                    sampler = BoundarySampler(generator, unit.hold_weights_of, fallback=sampler)
                 valid_units.append(ValidationUnit(
-                    policy_module, tokenizer, valid, tasks=valid_tasks, max_gen_len=config.generator.max_gen_len,
+                    sampler, valid, tasks=valid_tasks, max_gen_len=config.generator.max_gen_len,
                     seed=config.common.seed, math_scorer=scorer, reward_model=reward_model,
                 ))  # fmt: skip
                 valid_readers.append(self._valid_reader(context, valid, valid_examples))
@@ -490,10 +500,11 @@ class PreferenceFinetuneRecipe(Recipe):
     def _valid_reader(
         context: RecipeContext, valid: ValidationSection, examples: list[PromptExample]
     ) -> DataPipelineReader[ValidationBatch]:
-        """Every prompt once per validation, spread over the data-parallel ranks."""
+        """Every prompt once per validation, spread over the data-parallel ranks, as many
+        batches on each (a generator shared over the gang needs every rank each call)."""
         dp = context.gangs.dp
-        builder = read_sequence(examples).shard(dp.rank, dp.size, allow_uneven=True).bucket(valid.batch_size)
-        return DataPipelineReader(builder.map(ValidationBatch).and_return(), context.gangs, sync_mode=SyncMode.UNTIL_LAST)
+        batches = validation_batches(examples, valid.batch_size, dp.rank, dp.size)
+        return DataPipelineReader(read_sequence(batches).and_return(), context.gangs, sync_mode=SyncMode.UNTIL_LAST)
 
     @property
     @override

@@ -71,6 +71,7 @@ def select_checkpoint(
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
+    from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.rewards.math_verify import MathVerifyPool
@@ -86,10 +87,9 @@ def select_checkpoint(
     with MathVerifyPool() as pool:
         for step in checkpoint_steps(sft_dir):
             model.load_state_dict(load_checkpoint_weights(sft_dir, step))
-            torch.manual_seed(seed)
             result = evaluate_math(
-                model, tokenizer, examples, pool, num_samples=num_samples,
-                sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=48), batch_size=100,
+                PolicySampler(model, tokenizer, batch_size=100), examples, pool, num_samples=num_samples,
+                sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=48), seed=seed,
             )  # fmt: skip
             row = {"step": step, "valid_accuracy": result.accuracy.mean, "stderr": result.accuracy.stderr}
             print(f"step {step}: valid accuracy at T=1.0 {result.accuracy}")

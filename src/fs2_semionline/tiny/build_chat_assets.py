@@ -76,7 +76,7 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
     from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.generation.local import sample_completions
+    from fs2_semionline.generation.local import PolicySampler, sample_completions
     from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.rewards.math_verify import MathVerifyPool
 
@@ -89,9 +89,9 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
         [TINY_MATH_DIR / "data" / "valid.jsonl"], task="math", template=verifiable_prompt,
         encode=lambda t: encoder(t).tolist(), max_prompt_len=200, require_answer=True,
     )  # fmt: skip
-    torch.manual_seed(seed)
     with MathVerifyPool() as pool:
-        math = evaluate_math(model, tokenizer, math_examples, pool, num_samples=num_samples, sampling=sampling, batch_size=100)
+        math = evaluate_math(PolicySampler(model, tokenizer, batch_size=100), math_examples, pool,
+                             num_samples=num_samples, sampling=sampling, seed=seed)  # fmt: skip
     chat_prompts = chat_task.read_prompts(TINY_CHAT_DIR / "data" / "valid.jsonl")
     torch.manual_seed(seed)
     completions = sample_completions(

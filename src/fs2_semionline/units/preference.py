@@ -582,21 +582,38 @@ class PreferenceUnit(TrainUnit[PromptBatch]):
         """Every rank runs this (gathering sharded weights is a collective)."""
         assert self._generator is not None
         start = time.perf_counter()
-        synced = False
-        if sync_steps(step, self._gen.sync_every_n_steps) and (step > 1 or self._generator.version != 0):
-            buckets = full_weight_buckets(
-                self._policy_module, bucket_bytes=self._gen.sync_bucket_mb << 20, dtype=self._sync_dtype,
-                keep=self._dp_gang.rank == 0,
-            )  # fmt: skip
-            self._generator.sync(buckets, version=step - 1)
-            synced = True
+        boundary = sync_steps(step, self._gen.sync_every_n_steps)
+        if boundary and self._generator.version != step - 1:  # a validation may have synced already
+            self._sync_generator(version=step - 1)
         if self._reference is not None and step > 1:
             mode = self._ref_sync.mode
-            if (mode == "with_generator" and synced) or (
+            if (mode == "with_generator" and boundary) or (
                 mode == "every_n_steps" and sync_steps(step, self._ref_sync.every_n_steps)
             ):
                 copy_weights(self._reference, self._policy_module)
         self._update(metric_bag, "sync_seconds", time.perf_counter() - start)
+
+    def _sync_generator(self, version: int) -> None:
+        assert self._generator is not None
+        buckets = full_weight_buckets(
+            self._policy_module, bucket_bytes=self._gen.sync_bucket_mb << 20, dtype=self._sync_dtype,
+            keep=self._dp_gang.rank == 0,
+        )  # fmt: skip
+        self._generator.sync(buckets, version=version)
+
+    def hold_weights_of(self, step: int) -> bool:
+        """For validation after ``step`` (every rank calls it): makes the generator hold
+        the policy's weights of ``step`` if that is the sync step ``step + 1`` makes
+        anyway (a sync boundary, no rollouts pending), and says whether it now does."""
+        if self._generator is None:
+            return False
+        if self._generator.version == step:
+            return True
+        s = self._gen.sync_every_n_steps
+        if s is None or step % s != 0 or any(p is not None for p in self._pending):
+            return False
+        self._sync_generator(version=step)
+        return True
 
     def _score(self, examples: Sequence[PromptExample], rollouts: list[list[Completion]]) -> list[list[float | None]]:
         """One reward per rollout, each prompt routed to its task's reward (``None`` = failed)."""

@@ -13,20 +13,26 @@ value does not depend on the batch size or the number of ranks. Dividing a negat
 mean by the length makes longer answers score higher: that is logged, and
 ``validation.length_normalization=none`` uses the plain mean reward instead.
 
-The policy sampled is the trainer's own (fairseq2's validator puts it in eval mode), not
-the rollout generator, whose weights are those of the last sync: a checkpoint is scored
-for what it is. Batch k of every validation is sampled with the seed
-:func:`validation_seed` (common.seed, k), so all checkpoints see the same sampling noise
+Who samples (``validation.sampler``): fairseq2's sampler on the trainer's own model
+(``PolicySampler``), or the rollout generator (:class:`BoundarySampler`, vLLM: the
+paper's protocol at 8B is GPU-hours with the in-process sampler). The generator is used
+only when it holds the weights being validated: validation after step k syncs it to
+version k when k is a sync boundary (the sync step k+1 makes anyway, so the
+semi-online schedule does not change); at any other step (the end of training off a
+boundary) that validation falls back to the policy sampler. Stale weights are never
+validated. Batch b of every validation is sampled with the seed
+:func:`validation_seed` (common.seed, b), so all checkpoints see the same sampling noise
 (their differences are not noise) and nothing is kept between validations: resuming
-needs no state.
+needs no state. Every rank has the same number of batches (the last ones may be
+empty), since a generator shared over the gang needs every rank at every call.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
@@ -39,8 +45,8 @@ from typing_extensions import override
 from fs2_semionline.config import ValidationSection
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.chat_eval import length_normalised_reward
-from fs2_semionline.generation.local import sample_completions
-from fs2_semionline.generation.protocol import SamplingConfig
+from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
+from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
 from fs2_semionline.pairing import step_seed
 from fs2_semionline.rewards.routing import RewardModelClient, score_responses
 from fs2_semionline.units.preference import MeanOrNaN
@@ -81,11 +87,54 @@ def validation_score(values: MutableMapping[str, object], tasks: frozenset[str])
     return sum(chosen) / len(chosen)
 
 
+def validation_batches(examples: Sequence[PromptExample], batch_size: int, rank: int, world_size: int) -> list[ValidationBatch]:
+    """This rank's batches: every prompt once over the ranks (round robin), and as many
+    batches on every rank (the last may be short or empty)."""
+    mine = list(examples[rank::world_size])
+    per_rank = -(-len(examples) // world_size)
+    num_batches = -(-per_rank // batch_size)
+    return [ValidationBatch(mine[b * batch_size : (b + 1) * batch_size]) for b in range(num_batches)]
+
+
+class ValidationSampler(Protocol):
+    def prepare(self, step_nr: int) -> None:
+        """Called on every rank at the start of the validation after ``step_nr``."""
+
+    def __call__(
+        self, prompts: list[list[int]], num_samples: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]: ...
+
+
+class BoundarySampler:
+    """Validation through the rollout generator when ``hold(step)`` makes it hold the
+    weights of ``step`` (a sync boundary); otherwise, for that validation, ``fallback``
+    (the trainer's own model)."""
+
+    def __init__(self, generator: Generator, hold: Callable[[int], bool], fallback: PolicySampler) -> None:
+        self._generator = generator
+        self._through_generator = GeneratorSampler(generator)
+        self._hold, self._fallback = hold, fallback
+        self._use_generator = False
+
+    def prepare(self, step_nr: int) -> None:
+        self._use_generator = self._hold(step_nr)
+        if self._use_generator:
+            log.info("validation after step {}: sampling through the rollout generator at version {}",
+                     step_nr, self._generator.version)  # fmt: skip
+        else:
+            log.info("validation after step {}: not a generator sync boundary, sampling the trainer's model", step_nr)
+
+    def __call__(
+        self, prompts: list[list[int]], num_samples: int, sampling: SamplingConfig, seed: int
+    ) -> list[list[Completion]]:
+        sample = self._through_generator if self._use_generator else self._fallback
+        return sample(prompts, num_samples, sampling, seed)
+
+
 class ValidationUnit(EvalUnit[ValidationBatch]):
     def __init__(
         self,
-        model: CausalLM,
-        tokenizer: Tokenizer,
+        sampler: ValidationSampler,
         config: ValidationSection,
         *,
         tasks: frozenset[str],
@@ -94,10 +143,9 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
         math_scorer: Any = None,
         reward_model: RewardModelClient | None = None,
     ) -> None:
-        self._model = model
+        self._sample = sampler
         self._seed = seed
         self._batch_nr = 0
-        self._tokenizer = tokenizer
         self._config = config
         self._tasks = tasks
         self._sampling = SamplingConfig(config.temperature, config.top_p, config.max_gen_len or max_gen_len)
@@ -113,18 +161,18 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
     @override
     def set_train_step_nr(self, step_nr: int) -> None:
         self._batch_nr = 0  # called at the start of every validation
+        self._sample.prepare(step_nr)
 
     @override
     def process_batch(self, batch: ValidationBatch, metric_bag: MetricBag) -> None:
         examples = batch.examples
-        device = next(self._model.parameters()).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(validation_seed(self._seed, self._batch_nr))
-            completions = sample_completions(
-                self._model, self._tokenizer, [e.token_ids for e in examples], self._config.num_samples,
-                self._sampling, batch_size=self._config.batch_size,
-            )  # fmt: skip
+        completions = self._sample(
+            [list(e.token_ids) for e in examples], self._config.num_samples, self._sampling,
+            validation_seed(self._seed, self._batch_nr),
+        )  # fmt: skip
         self._batch_nr += 1
+        if not examples:  # this rank's share ran out (the others may still sample)
+            return
         rewards = score_responses(
             examples, [[c.text for c in cs] for cs in completions],
             math_scorer=self._math_scorer, reward_model=self._reward_model,
