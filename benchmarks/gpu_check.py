@@ -22,6 +22,7 @@ independent: a failure is recorded with its error and the next one runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import platform
@@ -223,7 +224,7 @@ def reward_model() -> dict[str, Any]:
     prompts = ["Write about the sea. Use 2 sentences.", "Describe a cat. Mention the word blue."] * 8
     responses = ["The sea is wide. It is blue.", "A cat sleeps."] * 8
     cpu = RewardModel(spec).score(prompts, responses)
-    spec_gpu = type(spec)(**{**spec.__dict__, "device": "cuda" if torch.cuda.is_available() else "cpu"})
+    spec_gpu = dataclasses.replace(spec, device="cuda" if torch.cuda.is_available() else "cpu")
     scorer = RayRewardScorer(spec_gpu, replicas=1, num_cpus=1)
     start = time.perf_counter()
     gpu = scorer.score(prompts, responses)

@@ -270,3 +270,21 @@ def test_mismatch_is_noise_on_sync_steps_and_truncated_is_scales_the_loss(tmp_pa
     assert first["Loss"] == pytest.approx(0.5 * math.log(2), abs=1e-5)
     assert second["Rollout |Δ log-prob| (mean)"] > 1e-3
     assert second["Sequence log IS Ratio (max)"] > second["Sequence log IS Ratio (min)"]
+
+
+def test_generator_options_that_cannot_apply_are_refused(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    config.generator.colocate = True  # with the local backend
+    with pytest.raises(ConfigError, match="colocate=true .* needs generator.backend=vllm"):
+        check_config(config)
+    config = tiny_config(tmp_path, name="group_dpo", importance_sampling="truncated")
+    with pytest.raises(ConfigError, match="importance_sampling=truncated is defined for loss.name=dpo and grpo"):
+        check_config(config)
+    config = tiny_config(tmp_path, importance_sampling="truncated")
+    config.generator.temperature = 0.7  # fairseq2's sampler scores the tempered distribution
+    with pytest.raises(ConfigError, match="needs the generator's log-probs"):
+        check_config(config)
+    config = tiny_config(tmp_path)
+    config.validation.sampler = "generator"  # the local backend has no vLLM to validate through
+    with pytest.raises(ConfigError, match="validation.sampler=generator needs generator.backend=vllm"):
+        check_config(config)

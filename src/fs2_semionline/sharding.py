@@ -59,8 +59,8 @@ def full_weight_buckets(
     ``full_tensor()`` is an all-gather. Ranks with ``keep=False`` (every rank but the one
     that owns the generator) drop what they gathered and get empty buckets, in step.
     ``dtype``: cast as each tensor is gathered (the generator's serving dtype), so a
-    bf16 generator never sees an fp32 bucket. ``device``: where the bucket lives (CPU for
-    Ray's object store; the trainer's GPU for a broadcast).
+    bf16 generator never sees an fp32 bucket. ``device``: where the bucket lives (default: where
+    the shards are; the sync group copies it to its data plane's device).
     """
     if bucket_bytes <= 0:
         raise ValueError(f"bucket_bytes must be > 0, got {bucket_bytes}")

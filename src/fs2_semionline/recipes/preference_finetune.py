@@ -156,6 +156,8 @@ def check_config(config: PreferenceFinetuneConfig) -> None:
         raise ConfigError(f"validation.num_samples must be >= 1, got {valid.num_samples}")
     if config.generator.num_rollouts < 2:
         raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
+    if config.generator.colocate and config.generator.backend != "vllm":
+        raise ConfigError("generator.colocate=true colocates a vLLM engine: it needs generator.backend=vllm")
     loss = config.loss
     if loss.importance_sampling == "truncated":
         if loss.name not in ("dpo", "grpo"):
