@@ -25,7 +25,7 @@ the data plane, ``ray.wait`` on the RPCs); a timeout names the replica and its a
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -72,12 +72,15 @@ class SyncGroup:
             store = torch.distributed.PrefixStore("fs2_weight_sync", self._store)
             self._plane = torch.distributed.ProcessGroupGloo(store, rank, world_size, timedelta(seconds=timeout_s))
 
-    def broadcast(self, tensor: torch.Tensor) -> None:
+    def broadcast(self, tensor: torch.Tensor) -> Callable[[], object]:
+        """Starts the broadcast; the returned call waits for it. The sender waits only after
+        every receiver's RPC came back (bounded by ``ray.wait``), so a dead receiver is a
+        named timeout, not a stream synchronize that never returns."""
         if self.backend == "nccl":
             self._plane.broadcast(tensor, src=0, stream=torch.cuda.current_stream())
-            torch.cuda.current_stream().synchronize()
-        else:
-            self._plane.broadcast([tensor], torch.distributed.BroadcastOptions()).wait()
+            return torch.cuda.current_stream().synchronize
+        work = self._plane.broadcast([tensor], torch.distributed.BroadcastOptions())
+        return work.wait
 
 
 class ProcessGroupWeightSender:
@@ -130,11 +133,12 @@ class ProcessGroupWeightSender:
             refs = [a.collective_rpc.remote("receive_bucket", names, shapes, bucket.dtype_name) for a in actors]
             buffer = flatten_bucket(hf_state, bucket, self._group.device)
             try:
-                self._group.broadcast(buffer)
+                done = self._group.broadcast(buffer)
             except Exception as err:
                 wait_all(refs, actors, timeout_s, "weight sync")  # names a dead/slow replica
                 raise GeneratorError(f"weight-sync broadcast failed: {err}") from err
             wait_all(refs, actors, timeout_s, "weight sync")
+            done()
 
     def close(self, actors: Sequence[Any] = ()) -> None:
         import ray

@@ -71,7 +71,7 @@ class WeightSyncExtension:
         metas = [TensorMeta(n, tuple(s)) for n, s in zip(names, shapes)]
         group = self._fs2_sync
         buffer = torch.empty(sum(m.numel for m in metas), dtype=getattr(torch, dtype), device=group.device)
-        group.broadcast(buffer)
+        group.broadcast(buffer)()  # wait for it: the data must be here before it loads
         self.model_runner.model.load_weights(weights=unflatten_bucket(buffer, metas))
         return len(metas)
 
