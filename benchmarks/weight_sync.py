@@ -10,7 +10,7 @@ Ray actor, and the replica's checksum must equal the sender's:
   baseline: ``ray.put`` per bucket → an actor with an in-process engine
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) loads the tensors it is handed.
 
-Models: the shipped tiny llama (3.67M) and a random ~100M llama (HF layout, same
+Models: the shipped tiny llama (3.67M) and a random 77M llama (HF layout, same
 tokenizer). Seconds are the median of ``--repeats`` syncs after one warm-up.
 
     python benchmarks/weight_sync.py [--repeats 5] [--out benchmarks/results/weight_sync.json]
@@ -54,7 +54,7 @@ def tiny_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
 
 def random_100m_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
-    """A random llama of ~86M parameters in an HF folder, with the tiny tokenizer's files."""
+    """A random llama of 77M parameters in an HF folder, with the tiny tokenizer's files."""
     import shutil
 
     from transformers import LlamaConfig, LlamaForCausalLM
