@@ -35,11 +35,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.evaluator import EvalUnit
 from fairseq2.logging import log
 from fairseq2.metrics import MetricBag, Sum
-from fairseq2.models.clm import CausalLM
 from typing_extensions import override
 
 from fs2_semionline.config import ValidationSection
