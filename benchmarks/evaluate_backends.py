@@ -24,8 +24,20 @@ from step_breakdown import machine  # noqa: E402
 
 
 def evaluate(out_dir: Path, num_samples: int, *overrides: str) -> dict[str, object]:
-    args = [sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(out_dir), "--preset", "eval_tiny_math",
-            "--no-rich", "--config", f"sampling.num_samples={num_samples}", *overrides]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "fs2_semionline.cli",
+        "lm",
+        "evaluate",
+        str(out_dir),
+        "--preset",
+        "eval_tiny_math",
+        "--no-rich",
+        "--config",
+        f"sampling.num_samples={num_samples}",
+        *overrides,
+    ]
     start = time.perf_counter()
     out = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - start

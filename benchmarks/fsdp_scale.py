@@ -125,9 +125,13 @@ def worker(model_name: str, parallelism: str, steps: int, bucket_mb: int) -> dic
             step()
             times.append(time.perf_counter() - start)
     result: dict[str, object] = {
-        "model": model_name, "parallelism": parallelism, "params": num_params, "rank": root.rank,
-        "seconds_per_step": sorted(times)[len(times) // 2], "peak_rss_gb": step_rss.peak / 1e9,
-    }  # fmt: skip
+        "model": model_name,
+        "parallelism": parallelism,
+        "params": num_params,
+        "rank": root.rank,
+        "seconds_per_step": sorted(times)[len(times) // 2],
+        "peak_rss_gb": step_rss.peak / 1e9,
+    }
 
     if parallelism == "fsdp":
         # The generator sync: gather, cast to bf16 (the serving dtype), rename to HF names;
@@ -136,7 +140,9 @@ def worker(model_name: str, parallelism: str, steps: int, bucket_mb: int) -> dic
 
         def bucketed() -> tuple[int, int]:
             num_buckets, largest = 0, 0
-            for bucket in full_weight_buckets(policy, bucket_bytes=bucket_mb << 20, dtype=torch.bfloat16, keep=root.rank == 0):
+            for bucket in full_weight_buckets(
+                policy, bucket_bytes=bucket_mb << 20, dtype=torch.bfloat16, keep=root.rank == 0
+            ):
                 hf = to_hf(bucket) if bucket else {}
                 largest = max(largest, sum(t.numel() * t.element_size() for t in hf.values()))
                 num_buckets += bool(bucket)
@@ -160,10 +166,14 @@ def worker(model_name: str, parallelism: str, steps: int, bucket_mb: int) -> dic
                 start = time.perf_counter()
                 num_buckets, largest = fn()
                 seconds = time.perf_counter() - start
-            result.update({
-                f"{label}_seconds": seconds, f"{label}_buckets": num_buckets, f"{label}_largest_bucket_gb": largest / 1e9,
-                f"{label}_peak_extra_gb": (rss.peak - base) / 1e9,
-            })  # fmt: skip
+            result.update(
+                {
+                    f"{label}_seconds": seconds,
+                    f"{label}_buckets": num_buckets,
+                    f"{label}_largest_bucket_gb": largest / 1e9,
+                    f"{label}_peak_extra_gb": (rss.peak - base) / 1e9,
+                }
+            )
         result["sync_bucket_mb"] = bucket_mb
     root.close()
     return result
@@ -184,8 +194,12 @@ def _malloc_trim() -> None:
 def machine() -> dict[str, object]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
 
 
 def main() -> None:
@@ -206,9 +220,21 @@ def main() -> None:
     rows = []
     for model_name in args.models:
         for parallelism in ("ddp", "fsdp"):
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                   __file__, "--steps", str(args.steps), "--bucket-mb", str(args.bucket_mb),
-                   "--worker", model_name, parallelism]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                f"--master_port={free_port()}",
+                __file__,
+                "--steps",
+                str(args.steps),
+                "--bucket-mb",
+                str(args.bucket_mb),
+                "--worker",
+                model_name,
+                parallelism,
+            ]
             run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             found = [json.loads(l.split("RESULT ", 1)[1]) for l in run.stdout.splitlines() if "RESULT " in l]
             if run.returncode != 0 or len(found) != 2:
@@ -217,11 +243,16 @@ def main() -> None:
                 rows.append(r)
                 extra = ""
                 if "sync_seconds" in r:
-                    extra = (f"  sync {r['sync_seconds']:.3f} s in {r['sync_buckets']} buckets, RSS peak "
-                             f"+{r['sync_peak_extra_gb']:.3f} GB (whole state dict first: "
-                             f"+{r['whole_gather_peak_extra_gb']:.3f} GB)")  # fmt: skip
-                print(f"{model_name:>5} {parallelism:>4} rank {r['rank']}: {r['params'] / 1e6:.1f}M params, "
-                      f"{r['seconds_per_step']:.3f} s/step, peak RSS {r['peak_rss_gb']:.2f} GB{extra}", flush=True)  # fmt: skip
+                    extra = (
+                        f"  sync {r['sync_seconds']:.3f} s in {r['sync_buckets']} buckets, RSS peak "
+                        f"+{r['sync_peak_extra_gb']:.3f} GB (whole state dict first: "
+                        f"+{r['whole_gather_peak_extra_gb']:.3f} GB)"
+                    )
+                print(
+                    f"{model_name:>5} {parallelism:>4} rank {r['rank']}: {r['params'] / 1e6:.1f}M params, "
+                    f"{r['seconds_per_step']:.3f} s/step, peak RSS {r['peak_rss_gb']:.2f} GB{extra}",
+                    flush=True,
+                )
     report = {"machine": machine(), "steps": args.steps, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

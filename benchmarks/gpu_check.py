@@ -41,7 +41,11 @@ from fs2_semionline.paths import TINY_MATH_DIR
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info |= {"gpu": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda}
@@ -86,11 +90,18 @@ def tiny_colocated(tmp: Path, quick: bool) -> dict[str, Any]:
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
     model = get_llama_model_hub().load_model("tiny_math_sft", device=device()).eval()
     state = model.state_dict()
-    hf_dir = export_hf_model({k: v.cpu() for k, v in state.items()}, tiny_math_config(), tokenizer.vocab_info,
-                             tmp / "tiny", tokenizer_dir=TINY_MATH_DIR / "tokenizer")  # fmt: skip
+    hf_dir = export_hf_model(
+        {k: v.cpu() for k, v in state.items()},
+        tiny_math_config(),
+        tokenizer.vocab_info,
+        tmp / "tiny",
+        tokenizer_dir=TINY_MATH_DIR / "tokenizer",
+    )
     to_hf = StreamingHFConverter.of(state, tiny_math_config(), "llama")
     start = time.perf_counter()
-    gen = ColocatedVLLMGenerator(hf_dir, to_hf=to_hf, max_model_len=256, seed=0, engine_args=engine_args("float32", 0.2))
+    gen = ColocatedVLLMGenerator(
+        hf_dir, to_hf=to_hf, max_model_len=256, seed=0, engine_args=engine_args("float32", 0.2)
+    )
     start_s = time.perf_counter() - start
     with torch.no_grad():  # visibly other weights, as after training
         for name, p in model.named_parameters():
@@ -109,25 +120,48 @@ def tiny_colocated(tmp: Path, quick: bool) -> dict[str, Any]:
     sampled = rollouts(gen, prompts, 4, SamplingConfig(1.0, 1.0, 48), seed=1)
     eos = tokenizer.vocab_info.eos_idx
     flat = [(p, c) for p, cs in zip(prompts, sampled) for c in cs]
-    batch = ResponseBatch.build([p for p, _ in flat], [[*c.token_ids, eos] if c.finished else list(c.token_ids) for _, c in flat],
-                                tokenizer.vocab_info.pad_idx, device())  # fmt: skip
+    batch = ResponseBatch.build(
+        [p for p, _ in flat],
+        [[*c.token_ids, eos] if c.finished else list(c.token_ids) for _, c in flat],
+        tokenizer.vocab_info.pad_idx,
+        device(),
+    )
     with torch.inference_mode():
         logps = response_stats(model, batch).token_logps
-    worst = max(abs(a - b) for i, (_, c) in enumerate(flat) for a, b in zip(logps[i][batch.mask[i]].tolist(), c.logprobs or ()))
+    worst = max(
+        abs(a - b) for i, (_, c) in enumerate(flat) for a, b in zip(logps[i][batch.mask[i]].tolist(), c.logprobs or ())
+    )
     gen.close()
-    return {"engine_start_s": start_s, "sync_s": sync_s, "greedy_equal": f"{same}/{len(prompts)}",
-            "max_abs_logprob_diff": worst, "num_sampled_tokens": int(batch.mask.sum())}  # fmt: skip
+    return {
+        "engine_start_s": start_s,
+        "sync_s": sync_s,
+        "greedy_equal": f"{same}/{len(prompts)}",
+        "max_abs_logprob_diff": worst,
+        "num_sampled_tokens": int(batch.mask.sum()),
+    }
 
 
 def random_llama(out: Path, quick: bool) -> tuple[Path, dict[str, torch.Tensor]]:
     """A random llama of ~1B parameters (quick: ~100M) in bf16, with the tiny tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    dims = dict(hidden_size=1024, intermediate_size=2048, num_hidden_layers=6) if quick else dict(
-        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16)  # fmt: skip
-    config = LlamaConfig(vocab_size=32768, num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=1024,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=4, pad_token_id=5,
-                         torch_dtype="bfloat16", **dims)  # fmt: skip
+    dims = (
+        dict(hidden_size=1024, intermediate_size=2048, num_hidden_layers=6)
+        if quick
+        else dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16)
+    )
+    config = LlamaConfig(
+        vocab_size=32768,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=4,
+        pad_token_id=5,
+        torch_dtype="bfloat16",
+        **dims,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
@@ -148,8 +182,10 @@ def _bare_vllm(model_dir: str, prompts: list[list[int]], n: int, max_tokens: int
     from fs2_semionline.generation.vllm_engine import prompt_seeds
 
     llm = LLM(model=model_dir, seed=0, max_model_len=1024, **engine_args("bfloat16", 0.4))
-    params = [SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens, seed=s, logprobs=0)
-              for s in prompt_seeds(0, len(prompts), n)]  # fmt: skip
+    params = [
+        SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens, seed=s, logprobs=0)
+        for s in prompt_seeds(0, len(prompts), n)
+    ]
     llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts[:8]], params[:8], use_tqdm=False)  # warm-up
     start = time.perf_counter()
     out = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
@@ -185,9 +221,15 @@ def sync_and_rollouts(tmp: Path, quick: bool, results: dict[str, Any]) -> None:
 
     def replica() -> dict[str, Any]:
         bucket = 1 << 30
-        gen = RayVLLMGenerator(model_dir, to_hf=lambda b: dict(b), max_model_len=1024, seed=0, sync_bucket_bytes=bucket,
-                               options=ReplicaOptions(replicas=1, num_cpus=2, engine_args=engine_args("bfloat16", 0.4)),
-                               sync_backend="gloo")  # fmt: skip
+        gen = RayVLLMGenerator(
+            model_dir,
+            to_hf=lambda b: dict(b),
+            max_model_len=1024,
+            seed=0,
+            sync_bucket_bytes=bucket,
+            options=ReplicaOptions(replicas=1, num_cpus=2, engine_args=engine_args("bfloat16", 0.4)),
+            sync_backend="gloo",
+        )
         try:
             times = []
             for k in range(3):
@@ -202,8 +244,14 @@ def sync_and_rollouts(tmp: Path, quick: bool, results: dict[str, Any]) -> None:
             tokens = sum(len(c.token_ids) + c.finished for cs in out for c in cs)
         finally:
             gen.close()
-        return {"params_m": params_m, "sync_s": min(times), "sync_s_all": times, "tokens": tokens,
-                "seconds": seconds, "tok_s": tokens / seconds}  # fmt: skip
+        return {
+            "params_m": params_m,
+            "sync_s": min(times),
+            "sync_s_all": times,
+            "tokens": tokens,
+            "seconds": seconds,
+            "tok_s": tokens / seconds,
+        }
 
     record(results, "sync_1b_replica_gloo_and_rollouts", replica)
     bare_row, ours_row = results.get("rollout_tok_s_bare", {}), results.get("sync_1b_replica_gloo_and_rollouts", {})
@@ -211,8 +259,9 @@ def sync_and_rollouts(tmp: Path, quick: bool, results: dict[str, Any]) -> None:
         results["rollout_ours_over_bare"] = ours_row["tok_s"] / bare_row["tok_s"]
 
     def colocated() -> dict[str, Any]:
-        gen = ColocatedVLLMGenerator(model_dir, to_hf=lambda b: dict(b), max_model_len=1024, seed=0,
-                                     engine_args=engine_args("bfloat16", 0.4))  # fmt: skip
+        gen = ColocatedVLLMGenerator(
+            model_dir, to_hf=lambda b: dict(b), max_model_len=1024, seed=0, engine_args=engine_args("bfloat16", 0.4)
+        )
         on_device = {k: v.to(device()) for k, v in state.items()}
         times = []
         for k in range(3):
@@ -243,8 +292,12 @@ def reward_model() -> dict[str, Any]:
     seconds = time.perf_counter() - start
     scorer.close()
     worst = max(abs(a - b) for a, b in zip(cpu, gpu) if a is not None and b is not None)
-    return {"device": spec_gpu.device, "max_abs_diff_vs_cpu": worst, "num_scored": sum(r is not None for r in gpu),
-            "seconds": seconds}  # fmt: skip
+    return {
+        "device": spec_gpu.device,
+        "max_abs_diff_vs_cpu": worst,
+        "num_scored": sum(r is not None for r in gpu),
+        "seconds": seconds,
+    }
 
 
 def record(results: dict[str, Any], name: str, check: Callable[[], dict[str, Any]]) -> None:
@@ -252,7 +305,11 @@ def record(results: dict[str, Any], name: str, check: Callable[[], dict[str, Any
     try:
         results[name] = {**check(), "ok": True}
     except Exception as err:  # noqa: BLE001  (every check runs; the JSON says which failed and why)
-        results[name] = {"ok": False, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
+        results[name] = {
+            "ok": False,
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc()[-2000:],
+        }
     results[name]["wall_s"] = round(time.perf_counter() - start, 2)
     print(name, json.dumps({k: v for k, v in results[name].items() if k != "traceback"}), flush=True)
 

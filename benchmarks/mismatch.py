@@ -69,8 +69,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for s in args.syncs:
                 results[f"s={s}"] = run(args.steps, s, args.backend, Path(tmp) / f"s{s}")
-                print(f"s={s}", json.dumps({k: v for k, v in results[f's={s}'].items() if not k.startswith("per_step")}),
-                      flush=True)  # fmt: skip
+                print(
+                    f"s={s}",
+                    json.dumps({k: v for k, v in results[f"s={s}"].items() if not k.startswith("per_step")}),
+                    flush=True,
+                )
     finally:
         if args.backend == "vllm":
             cluster.stop()

@@ -71,9 +71,10 @@ def run_bare(steps: int) -> float:
     from fs2_semionline.generation.local import sample_completions
     from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.objectives import dpo_loss, sequence_logprobs
-    from fs2_semionline.pairing import select_dpo_pairs, step_rng
+    from fs2_semionline.pairing import select_dpo_pairs
     from fs2_semionline.paths import TINY_MATH_DIR
     from fs2_semionline.rewards import MathVerifyPool
+    from fs2_semionline.seeding import step_rng
     from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
 
     cpu = torch.device("cpu")
@@ -85,9 +86,13 @@ def run_bare(steps: int) -> float:
     generator = copy.deepcopy(policy).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4, eps=1e-4, weight_decay=0.0)
     examples = load_prompts(
-        [TINY_MATH_DATA_DIR / "train.jsonl"], task="math", template=verifiable_prompt,
-        encode=lambda t: encoder(t).tolist(), max_prompt_len=200, require_answer=True,
-    )[: 16 * steps]  # fmt: skip
+        [TINY_MATH_DATA_DIR / "train.jsonl"],
+        task="math",
+        template=verifiable_prompt,
+        encode=lambda t: encoder(t).tolist(),
+        max_prompt_len=200,
+        require_answer=True,
+    )[: 16 * steps]
     sampling = SamplingConfig(1.0, 1.0, 48)
     eos, pad = tokenizer.vocab_info.eos_idx, tokenizer.vocab_info.pad_idx
     times: list[float] = []
@@ -98,8 +103,12 @@ def run_bare(steps: int) -> float:
             reference.load_state_dict(policy.state_dict())
             batch = examples[16 * step : 16 * (step + 1)]
             torch.manual_seed(step)
-            rollouts = sample_completions(generator, tokenizer, [e.token_ids for e in batch], 8, sampling, batch_size=64)
-            flat = pool.score([c.text for cs in rollouts for c in cs], [str(e.answer) for e in batch for _ in range(8)]).rewards
+            rollouts = sample_completions(
+                generator, tokenizer, [e.token_ids for e in batch], 8, sampling, batch_size=64
+            )
+            flat = pool.score(
+                [c.text for cs in rollouts for c in cs], [str(e.answer) for e in batch for _ in range(8)]
+            ).rewards
             rewards = [flat[i * 8 : (i + 1) * 8] for i in range(len(batch))]
             pairs, _ = select_dpo_pairs(rewards, "binary", step_rng(0, step))
             if pairs:
@@ -128,7 +137,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_breakdown.json"))
     args = parser.parse_args()
-    results: dict[str, object] = {"machine": machine(), "steps": args.steps, "preset": "tiny (16 prompts x 8 rollouts, 48 tokens)"}
+    results: dict[str, object] = {
+        "machine": machine(),
+        "steps": args.steps,
+        "preset": "tiny (16 prompts x 8 rollouts, 48 tokens)",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for label, sync in (("s=1", 1), ("s=10", 10), ("offline", None)):
             results[label] = run_ours(args.steps, sync, Path(tmp) / label)

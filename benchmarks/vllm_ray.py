@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from step_breakdown import machine, tiny_config  # noqa: E402
-
 from fs2_semionline.data.templates import verifiable_prompt  # noqa: E402
 from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR  # noqa: E402
+from step_breakdown import machine, tiny_config  # noqa: E402
 
 NUM_PROMPTS, NUM_ROLLOUTS, MAX_GEN_LEN = 16, 8, 48
 
@@ -53,8 +52,13 @@ def run_steps(steps: int, sync: int, work_ahead: bool, out_dir: Path, threads: i
     step = statistics.mean(float(r["Lapse Time"]) for r in rows)
     gen = statistics.mean(float(r.get("Generate Time (s)", 0.0)) for r in rows)
     syncs = [float(r["Sync Time (s)"]) for r in rows if r.get("Generator Version Lag") == 0.0]
-    return {"step_s": step, "steps_per_s": 1 / step, "generate_wait_s": gen, "train_s": step - gen,
-            "sync_s": statistics.median(syncs) if syncs else float("nan")}  # fmt: skip
+    return {
+        "step_s": step,
+        "steps_per_s": 1 / step,
+        "generate_wait_s": gen,
+        "train_s": step - gen,
+        "sync_s": statistics.median(syncs) if syncs else float("nan"),
+    }
 
 
 def prompts() -> list[list[int]]:
@@ -75,8 +79,9 @@ def export_tiny(out_dir: Path) -> Path:
 
     model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu"))
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
-    return export_hf_model(model.state_dict(), tiny_math_config(), tokenizer.vocab_info, out_dir,
-                           tokenizer_dir=TINY_MATH_DIR / "tokenizer")  # fmt: skip
+    return export_hf_model(
+        model.state_dict(), tiny_math_config(), tokenizer.vocab_info, out_dir, tokenizer_dir=TINY_MATH_DIR / "tokenizer"
+    )
 
 
 def _bare_vllm(model_dir: str, batch: list[list[int]], threads: int, repeats: int, queue: mp.Queue) -> None:
@@ -92,12 +97,15 @@ def _bare_vllm(model_dir: str, batch: list[list[int]], threads: int, repeats: in
 
     from fs2_semionline.generation.vllm_engine import prompt_seeds
 
-    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, enable_chunked_prefill=False, seed=0,
-              max_model_len=256)  # fmt: skip
+    llm = LLM(
+        model=model_dir, dtype="float32", enforce_eager=True, enable_chunked_prefill=False, seed=0, max_model_len=256
+    )
     times, tokens = [], 0
     for rep in range(repeats + 1):
-        params = [SamplingParams(n=NUM_ROLLOUTS, temperature=1.0, top_p=1.0, max_tokens=MAX_GEN_LEN, seed=s, logprobs=0)
-                  for s in prompt_seeds(rep, len(batch), NUM_ROLLOUTS)]  # fmt: skip
+        params = [
+            SamplingParams(n=NUM_ROLLOUTS, temperature=1.0, top_p=1.0, max_tokens=MAX_GEN_LEN, seed=s, logprobs=0)
+            for s in prompt_seeds(rep, len(batch), NUM_ROLLOUTS)
+        ]
         start = time.perf_counter()
         out = llm.generate([TokensPrompt(prompt_token_ids=p) for p in batch], params, use_tqdm=False)
         if rep:  # rep 0 warms up
@@ -117,8 +125,9 @@ def tokens_per_s(model_dir: Path, threads: int, repeats: int) -> dict[str, float
     bare_tokens, bare_s = queue.get()
     proc.join()
 
-    gen = RayVLLMGenerator(model_dir, to_hf=None, options=ReplicaOptions(replicas=1, num_cpus=threads),
-                           max_model_len=256, seed=0)  # fmt: skip
+    gen = RayVLLMGenerator(
+        model_dir, to_hf=None, options=ReplicaOptions(replicas=1, num_cpus=threads), max_model_len=256, seed=0
+    )
     sampling = SamplingConfig(1.0, 1.0, MAX_GEN_LEN)
     ours_s, ours_tokens = 0.0, 0
     try:
@@ -131,8 +140,13 @@ def tokens_per_s(model_dir: Path, threads: int, repeats: int) -> dict[str, float
     finally:
         gen.close()
     ours, bare = ours_tokens / ours_s, bare_tokens / bare_s
-    return {"ours_tok_s": ours, "bare_vllm_tok_s": bare, "ours_over_bare": ours / bare,
-            "ours_tokens": ours_tokens, "bare_tokens": bare_tokens}  # fmt: skip
+    return {
+        "ours_tok_s": ours,
+        "bare_vllm_tok_s": bare,
+        "ours_over_bare": ours / bare,
+        "ours_tokens": ours_tokens,
+        "bare_tokens": bare_tokens,
+    }
 
 
 def main() -> None:
@@ -163,8 +177,13 @@ def main() -> None:
     limit = (train + gen) / max(train, gen)
     achieved = serial["step_s"] / ahead["step_s"]
     results["runs"] = runs
-    results["overlap"] = {"train_s": train, "generate_s": gen, "limit_speedup": limit, "achieved_speedup": achieved,
-                          "achieved_over_limit": achieved / limit}  # fmt: skip
+    results["overlap"] = {
+        "train_s": train,
+        "generate_s": gen,
+        "limit_speedup": limit,
+        "achieved_speedup": achieved,
+        "achieved_over_limit": achieved / limit,
+    }
     print(json.dumps(results["overlap"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -32,9 +32,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from step_breakdown import machine  # noqa: E402
-
 from fs2_semionline.paths import TINY_MATH_DIR  # noqa: E402
+from step_breakdown import machine  # noqa: E402
 
 BUCKET_BYTES = 32 << 20  # a handful of buckets for both models, as at scale (1 GB of 16 GB)
 
@@ -59,9 +58,19 @@ def random_100m_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=1024, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                         num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=256,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=4, pad_token_id=5)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=4,
+        pad_token_id=5,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
@@ -92,8 +101,14 @@ def process_group(model_dir: Path, state: dict[str, torch.Tensor], repeats: int)
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
 
     t0 = time.perf_counter()
-    gen = RayVLLMGenerator(model_dir, to_hf=lambda b: dict(b), options=ReplicaOptions(replicas=1, num_cpus=1),
-                           max_model_len=256, seed=0, sync_bucket_bytes=BUCKET_BYTES)  # fmt: skip
+    gen = RayVLLMGenerator(
+        model_dir,
+        to_hf=lambda b: dict(b),
+        options=ReplicaOptions(replicas=1, num_cpus=1),
+        max_model_len=256,
+        seed=0,
+        sync_bucket_bytes=BUCKET_BYTES,
+    )
     start_s = time.perf_counter() - t0
     try:
         times = []

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from fs2_semionline.data.jsonl import DataFileError, LoadReport, load_prompts
+from fs2_semionline.data.jsonl import LoadReport, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
+from fs2_semionline.errors import DataFileError
 
 
 def _load(path: Path, max_prompt_len: int = 1000, report: LoadReport | None = None):
     return load_prompts(
-        [path], task="math", template=verifiable_prompt,
-        encode=lambda text: list(text.encode()), max_prompt_len=max_prompt_len,
-        require_answer=True, report=report,
-    )  # fmt: skip
+        [path],
+        task="math",
+        template=verifiable_prompt,
+        encode=lambda text: list(text.encode()),
+        max_prompt_len=max_prompt_len,
+        require_answer=True,
+        report=report,
+    )
 
 
 def _write(tmp_path: Path, lines: list[str | bytes]) -> Path:

@@ -33,7 +33,11 @@ def test_buckets_hold_one_dtype_at_most_the_size_and_every_tensor_once() -> None
     # float32 in state-dict order: [embed] (160; +64 would be 224), [a.weight, b.weight] (128; +400 no),
     # [big] alone, [c.weight]; then the bfloat16 bucket.
     assert [[m.name for m in b.metas] for b in buckets] == [
-        ["embed"], ["a.weight", "b.weight"], ["big"], ["c.weight"], ["a.norm"],
+        ["embed"],
+        ["a.weight", "b.weight"],
+        ["big"],
+        ["c.weight"],
+        ["a.norm"],
     ]
 
 

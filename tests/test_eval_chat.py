@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fs2_semionline.data.jsonl import DataFileError
+from fs2_semionline.errors import DataFileError
 from fs2_semionline.eval.chat_eval import read_chat_ids
 from fs2_semionline.eval.sets import load_eval_sets
 
@@ -25,21 +25,36 @@ def _write(path: Path, records: list[dict[str, object] | str]) -> Path:
 
 
 def test_cli_exports_both_judges_formats(tmp_path: Path) -> None:
-    alpaca = _write(tmp_path / "alpaca.jsonl", [
-        {"prompt": "What is 2 plus 3?", "dataset": "helpful_base", "extra": [1]},
-        {"prompt": "Name a prime number."},
-    ])  # fmt: skip
-    arena = _write(tmp_path / "arena.jsonl", [
-        {"prompt": "What is 4 plus 4?", "question_id": "328c149ed45a41c0"},
-        {"prompt": "What is 7 plus 1?", "id": 17},
-    ])  # fmt: skip
+    alpaca = _write(
+        tmp_path / "alpaca.jsonl",
+        [
+            {"prompt": "What is 2 plus 3?", "dataset": "helpful_base", "extra": [1]},
+            {"prompt": "Name a prime number."},
+        ],
+    )
+    arena = _write(
+        tmp_path / "arena.jsonl",
+        [
+            {"prompt": "What is 4 plus 4?", "question_id": "328c149ed45a41c0"},
+            {"prompt": "What is 7 plus 1?", "id": 17},
+        ],
+    )
     out_dir = tmp_path / "chat"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 threads on 2 busy cores: ~40x slower sampling
     cmd = [
-        sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(out_dir), "--no-rich", "--config",
-        "dataset.task=chat", f"dataset.paths=[{alpaca},{arena}]", "sampling.max_gen_len=12",
+        sys.executable,
+        "-m",
+        "fs2_semionline.cli",
+        "lm",
+        "evaluate",
+        str(out_dir),
+        "--no-rich",
+        "--config",
+        "dataset.task=chat",
+        f"dataset.paths=[{alpaca},{arena}]",
+        "sampling.max_gen_len=12",
         "export.model_name=tiny-chat",
-    ]  # fmt: skip
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
@@ -62,7 +77,9 @@ def test_cli_exports_both_judges_formats(tmp_path: Path) -> None:
     assert [a["question_id"] for a in answers] == ["alpaca:1", "alpaca:2", "328c149ed45a41c0", 17]
     assert {a["model_id"] for a in answers} == {"tiny-chat"} and len({a["answer_id"] for a in answers}) == 4
     for answer, gen in zip(answers, generations):
-        assert answer["choices"] == [{"index": 0, "turns": [{"content": gen["response"], "token_len": gen["num_tokens"]}]}]
+        assert answer["choices"] == [
+            {"index": 0, "turns": [{"content": gen["response"], "token_len": gen["num_tokens"]}]}
+        ]
         assert isinstance(answer["tstamp"], float)
 
     # Several sets: each also gets its own pair of files, as if run alone.
@@ -110,14 +127,26 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
     from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
 
     rm_dir = build_tiny_reward_model(tmp_path / "rm", seed=0)
-    chat = _write(tmp_path / "chat.jsonl", [{"prompt": f"Tell me about Ana and the coins. Use {k} sentences."} for k in (1, 2, 3)])
+    chat = _write(
+        tmp_path / "chat.jsonl", [{"prompt": f"Tell me about Ana and the coins. Use {k} sentences."} for k in (1, 2, 3)]
+    )
     out_dir = tmp_path / "scored"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(out_dir), "--no-rich", "--config",
-        "dataset.task=chat", f"dataset.paths=[{chat}]", "sampling.max_gen_len=12", "sampling.num_samples=2",
-        f"reward.model={rm_dir}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "fs2_semionline.cli",
+        "lm",
+        "evaluate",
+        str(out_dir),
+        "--no-rich",
+        "--config",
+        "dataset.task=chat",
+        f"dataset.paths=[{chat}]",
+        "sampling.max_gen_len=12",
+        "sampling.num_samples=2",
+        f"reward.model.name={rm_dir}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((out_dir / "results.json").read_text())
@@ -138,10 +167,22 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
 def test_cli_refuses_an_unknown_reward_model_before_sampling(tmp_path: Path) -> None:
     chat = _write(tmp_path / "chat.jsonl", [{"prompt": "Hello"}])
     cmd = [
-        sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(tmp_path / "out"), "--no-rich", "--config",
-        "dataset.task=chat", f"dataset.paths=[{chat}]", f"reward.model={tmp_path / 'no_such_rm'}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "fs2_semionline.cli",
+        "lm",
+        "evaluate",
+        str(tmp_path / "out"),
+        "--no-rich",
+        "--config",
+        "dataset.task=chat",
+        f"dataset.paths=[{chat}]",
+        f"reward.model.name={tmp_path / 'no_such_rm'}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "reward.model: " in out.stdout + out.stderr and "neither a local reward model folder nor a fairseq2 asset card" in out.stdout + out.stderr
+    assert (
+        "reward.model: " in out.stdout + out.stderr
+        and "neither a local reward model folder nor a fairseq2 asset card" in out.stdout + out.stderr
+    )
     assert not (tmp_path / "out" / "generations.jsonl").exists()

@@ -11,9 +11,13 @@ from fs2_semionline.recipes.evaluate import EvaluateConfig
 
 PRESETS = {p.name: p for p in list_presets() if p.recipe == "evaluate"}
 FULL_SCALE = {
-    "eval_math": "math", "eval_math500": "math", "eval_amc23": "math", "eval_numinamath_test": "math",
-    "eval_alpaca_eval": "chat", "eval_arena_hard": "chat",
-}  # fmt: skip
+    "eval_math": "math",
+    "eval_math500": "math",
+    "eval_amc23": "math",
+    "eval_numinamath_test": "math",
+    "eval_alpaca_eval": "chat",
+    "eval_arena_hard": "chat",
+}
 
 
 @pytest.mark.parametrize("name", sorted(FULL_SCALE))

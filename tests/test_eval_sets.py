@@ -56,9 +56,13 @@ def test_each_set_equals_its_file_alone(tiny_model, tiny_tokenizer, two_files, o
     def run(paths: list[Path]):
         sets = load_eval_sets(paths, task="math", encode=lambda t: encoder(t).tolist())
         return evaluate_math_sets(
-            PolicySampler(tiny_model, tiny_tokenizer, batch_size=8), sets, pool, seed=3, num_samples=3,
+            PolicySampler(tiny_model, tiny_tokenizer, batch_size=8),
+            sets,
+            pool,
+            seed=3,
+            num_samples=3,
             sampling=SamplingConfig(0.6, 0.9, 16),
-        )  # fmt: skip
+        )
 
     a, b = two_files
     with MathVerifyPool(num_workers=1) as pool:
@@ -73,9 +77,7 @@ def test_each_set_equals_its_file_alone(tiny_model, tiny_tokenizer, two_files, o
     for k in range(3):  # set k of the pooled result weighs problems, not files
         correct = sum(r.accuracy.per_set[k] * r.num_problems for r in both)
         assert pooled.accuracy.per_set[k] == pytest.approx(correct / 5)
-    assert pooled.mean_response_len == pytest.approx(
-        sum(r.mean_response_len * r.num_problems for r in both) / 5
-    )
+    assert pooled.mean_response_len == pytest.approx(sum(r.mean_response_len * r.num_problems for r in both) / 5)
 
 
 def test_set_names_are_unique() -> None:
@@ -97,10 +99,22 @@ def test_cli_reports_each_set_and_the_pool(tmp_path: Path, two_files) -> None:
     a, b = two_files
     out_dir = tmp_path / "eval"
     cmd = [
-        sys.executable, "-m", "fs2_semionline.cli", "lm", "evaluate", str(out_dir), "--preset", "eval_tiny_math",
-        "--no-rich", "--config", "sampling.num_samples=2", "sampling.max_gen_len=12", "reward.num_workers=1",
-        f"dataset.paths=[{b},{a},{b}]", "sampling.batch_size=8",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "fs2_semionline.cli",
+        "lm",
+        "evaluate",
+        str(out_dir),
+        "--preset",
+        "eval_tiny_math",
+        "--no-rich",
+        "--config",
+        "sampling.num_samples=2",
+        "sampling.max_gen_len=12",
+        "reward.math.num_workers=1",
+        f"dataset.paths=[{b},{a},{b}]",
+        "sampling.max_batch_size=8",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ONE_THREAD_ENV)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((out_dir / "results.json").read_text())

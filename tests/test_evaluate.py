@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
-CLI = [sys.executable, "-m", "fs2_semionline.cli"]
-# One intra-op thread: on 2 cores shared with other jobs, 2 OpenMP threads make the tiny
-# model's sampler many times slower (spinning threads wait for each other).
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +21,14 @@ def subset(tmp_path_factory) -> Path:
 
 
 def test_presets_lists_each_preset_with_its_recipe() -> None:
-    out = _run(["presets"])
+    out = run_cli(["presets"])
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line for line in out.stdout.splitlines()}
     assert "lm evaluate" in rows["eval_tiny_math"] and "lm evaluate" in rows["eval_math"]
 
 
 def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
-    out = _run(["lm", "evaluate", str(tmp_path), "--preset", "nope"])
+    out = run_cli(["lm", "evaluate", str(tmp_path), "--preset", "nope"])
     assert out.returncode != 0 and "no preset named 'nope'" in out.stderr
 
 
@@ -47,10 +37,20 @@ def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset:
     user.write_text("sampling:\n  max_gen_len: 40\n")
     out_dir = tmp_path / "eval"
     args = [
-        "lm", "evaluate", str(out_dir), "--preset", "eval_tiny_math", "--config-file", str(user),
-        "--no-rich", "--config", "sampling.num_samples=4", f"dataset.paths=[{subset}]", "common.seed=5",
-    ]  # fmt: skip
-    out = _run(args)
+        "lm",
+        "evaluate",
+        str(out_dir),
+        "--preset",
+        "eval_tiny_math",
+        "--config-file",
+        str(user),
+        "--no-rich",
+        "--config",
+        "sampling.num_samples=4",
+        f"dataset.paths=[{subset}]",
+        "common.seed=5",
+    ]
+    out = run_cli(args)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((out_dir / "results.json").read_text())
     assert result["num_problems"] == 60 and result["num_samples"] == 4
@@ -74,15 +74,27 @@ def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset:
     # Same seed, same samples, same numbers.
     again = tmp_path / "again"
     args[2] = str(again)
-    assert _run(args).returncode == 0
-    assert json.loads((again / "results.json").read_text())["accuracy_per_sample_set"] == result["accuracy_per_sample_set"]
+    assert run_cli(args).returncode == 0
+    assert (
+        json.loads((again / "results.json").read_text())["accuracy_per_sample_set"] == result["accuracy_per_sample_set"]
+    )
 
 
 def test_evaluate_bad_file_exits_with_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "What is 1 plus 1?", "answer": "2"}\n{"prompt": "What is 2 plus 2?"}\n')
-    out = _run(["lm", "evaluate", str(tmp_path / "out"), "--preset", "eval_tiny_math", "--no-rich",
-                "--config", f"dataset.paths=[{bad}]"])  # fmt: skip
+    out = run_cli(
+        [
+            "lm",
+            "evaluate",
+            str(tmp_path / "out"),
+            "--preset",
+            "eval_tiny_math",
+            "--no-rich",
+            "--config",
+            f"dataset.paths=[{bad}]",
+        ]
+    )
     assert out.returncode == 2
     text = out.stdout + out.stderr
     assert f"{bad}:2: field 'answer': missing required field" in text
@@ -90,6 +102,6 @@ def test_evaluate_bad_file_exits_with_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_evaluate_empty_paths_names_the_key(tmp_path: Path) -> None:
-    out = _run(["lm", "evaluate", str(tmp_path / "out"), "--preset", "eval_math", "--no-rich"])
+    out = run_cli(["lm", "evaluate", str(tmp_path / "out"), "--preset", "eval_math", "--no-rich"])
     assert out.returncode == 2
     assert "dataset.paths is empty" in out.stdout + out.stderr

@@ -27,20 +27,45 @@ from fs2_semionline.paths import TINY_MATH_DATA_DIR
 pytestmark = pytest.mark.slow
 
 BASE = [
-    "dataset.batch_size=4", "generator.backend=local", "generator.num_rollouts=4", "generator.max_gen_len=32",
-    "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false",
-]  # fmt: skip
-COMPARED = ("Loss", "DPO Loss", "Chosen Log-prob", "Rejected Log-prob", "Reward", "Pairs", "Skipped Prompts", "Gradient Norm")
+    "dataset.batch_size=4",
+    "generator.backend=local",
+    "generator.num_rollouts=4",
+    "generator.max_gen_len=32",
+    "reward.math.num_workers=1",
+    "common.metric_recorders.tensorboard.enabled=false",
+]
+COMPARED = (
+    "Loss",
+    "DPO Loss",
+    "Chosen Log-prob",
+    "Rejected Log-prob",
+    "Reward",
+    "Pairs",
+    "Skipped Prompts",
+    "Gradient Norm",
+)
 
 
 def torchrun(out: Path, *config: str, timeout: float = 600) -> str:
     from fs2_semionline.generation.pg_sync import free_port
 
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        "-m", "fs2_semionline.recipes.preference_finetune", str(out), "--no-rich", "--config", *BASE, *config,
-    ]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "fs2_semionline.recipes.preference_finetune",
+        str(out),
+        "--no-rich",
+        "--config",
+        *BASE,
+        *config,
+    ]
+    run = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:]
     assert "Running on 2 process(es)" in log
@@ -68,8 +93,13 @@ def _train_file(tmp_path: Path, n: int = 64) -> Path:
 
 def test_fsdp_trains_what_ddp_trains_and_resumes_exactly(tmp_path: Path) -> None:
     train = _train_file(tmp_path)
-    common = [f"dataset.paths=[{train}]", "generator.sync_every_n_steps=2", "reference_sync.mode=with_generator",
-              "optimizer.config.lr=1e-4", "regime.checkpoint_every_n_steps=2"]  # fmt: skip
+    common = [
+        f"dataset.math_paths=[{train}]",
+        "generator.sync_every_n_steps=2",
+        "reference_sync.mode=with_generator",
+        "optimizer.config.lr=1e-4",
+        "regime.checkpoint_every_n_steps=2",
+    ]
     torchrun(tmp_path / "ddp", *common, "regime.num_steps=4", "trainer.data_parallelism=ddp")
     log = torchrun(tmp_path / "fsdp", *common, "regime.num_steps=4", "trainer.data_parallelism=fsdp")
     assert "Wrapping model with FSDP2" in log and "Reference model sharded like the policy" in log
@@ -78,7 +108,10 @@ def test_fsdp_trains_what_ddp_trains_and_resumes_exactly(tmp_path: Path) -> None
     for step in ddp:
         for key in COMPARED:
             assert fsdp[step][key] == pytest.approx(ddp[step][key], rel=1e-4, abs=1e-5, nan_ok=True), (step, key)
-    w_ddp, w_fsdp = full_weights(tmp_path / "ddp" / "checkpoints" / "step_4"), full_weights(tmp_path / "fsdp" / "checkpoints" / "step_4")
+    w_ddp, w_fsdp = (
+        full_weights(tmp_path / "ddp" / "checkpoints" / "step_4"),
+        full_weights(tmp_path / "fsdp" / "checkpoints" / "step_4"),
+    )
     for name, value in w_ddp.items():
         torch.testing.assert_close(w_fsdp[name], value, rtol=1e-4, atol=1e-5)
 
@@ -105,8 +138,15 @@ def test_a_rank_with_nothing_usable_does_not_hang(tmp_path: Path, parallelism: s
                 row["answer"] = "-987654321"
             f.write(json.dumps(row) + "\n")
     out = tmp_path / parallelism
-    torchrun(out, f"dataset.paths=[{train}]", "optimizer.config.lr=1e-4", "regime.num_steps=3",
-             "regime.checkpoint_every_n_steps=3", f"trainer.data_parallelism={parallelism}", timeout=300)  # fmt: skip
+    torchrun(
+        out,
+        f"dataset.math_paths=[{train}]",
+        "optimizer.config.lr=1e-4",
+        "regime.num_steps=3",
+        "regime.checkpoint_every_n_steps=3",
+        f"trainer.data_parallelism={parallelism}",
+        timeout=300,
+    )
     got = rows(out)
     assert sorted(got) == [1, 2, 3]
     for r in got.values():
@@ -119,17 +159,31 @@ def test_a_rank_with_nothing_usable_does_not_hang(tmp_path: Path, parallelism: s
 @pytest.mark.parametrize(
     ("label", "config"),
     [
-        ("grpo", ["loss.name=grpo", "loss.beta=0.001", "generator.sync_every_n_steps=1"]),
-        ("group_dpo_grpo", ["loss.name=group_dpo_grpo", "generator.sync_every_n_steps=2", "reference_sync.mode=every_n_steps",
-                            "reference_sync.every_n_steps=2"]),
+        ("grpo", ["loss.name=grpo", "loss.grpo.kl_beta=0.001", "generator.sync_every_n_steps=1"]),
+        (
+            "group_dpo_grpo",
+            [
+                "loss.name=group_dpo_grpo",
+                "generator.sync_every_n_steps=2",
+                "reference_sync.mode=every_n_steps",
+                "reference_sync.every_n_steps=2",
+            ],
+        ),
         ("offline_dpo", ["loss.name=dpo", "generator.sync_every_n_steps=null"]),
     ],
-)  # fmt: skip
+)
 def test_every_objective_and_regime_trains_under_fsdp(tmp_path: Path, label: str, config: list[str]) -> None:
     train = _train_file(tmp_path, 32)
     out = tmp_path / label
-    log = torchrun(out, f"dataset.paths=[{train}]", "optimizer.config.lr=1e-4", "regime.num_steps=2",
-                   "regime.checkpoint_every_n_steps=2", "trainer.data_parallelism=fsdp", *config)  # fmt: skip
+    log = torchrun(
+        out,
+        f"dataset.math_paths=[{train}]",
+        "optimizer.config.lr=1e-4",
+        "regime.num_steps=2",
+        "regime.checkpoint_every_n_steps=2",
+        "trainer.data_parallelism=fsdp",
+        *config,
+    )
     assert "Reference model sharded like the policy" in log
     got = rows(out)
     assert sorted(got) == [1, 2]
@@ -139,11 +193,17 @@ def test_every_objective_and_regime_trains_under_fsdp(tmp_path: Path, label: str
 
 
 def _preset_precision(name: str) -> list[str]:
-    preset = yaml.safe_load((Path(__file__).parents[1] / "src" / "fs2_semionline" / "presets" / f"{name}.yaml").read_text())
+    preset = yaml.safe_load(
+        (Path(__file__).parents[1] / "src" / "fs2_semionline" / "presets" / f"{name}.yaml").read_text()
+    )
     mp = preset["trainer"]["mixed_precision"]
-    return [f"model.dtype={preset['model']['dtype']}", f"reference_model.dtype={preset['reference_model']['dtype']}",
-            f"trainer.data_parallelism={preset['trainer']['data_parallelism']}",
-            f"trainer.mixed_precision.mode={mp['mode']}", f"trainer.mixed_precision.dtype={mp['dtype']}"]  # fmt: skip
+    return [
+        f"model.dtype={preset['model']['dtype']}",
+        f"reference_model.dtype={preset['reference_model']['dtype']}",
+        f"trainer.data_parallelism={preset['trainer']['data_parallelism']}",
+        f"trainer.mixed_precision.mode={mp['mode']}",
+        f"trainer.mixed_precision.dtype={mp['dtype']}",
+    ]
 
 
 # Rows of the vocabulary matrices whose tokens no sampled sequence holds get an exactly zero
@@ -162,7 +222,12 @@ def _changed_fraction(out: Path, seed: dict[str, torch.Tensor]) -> float:
 def test_preset_precision_moves_every_weight_at_lr_1e_6(tmp_path: Path, tiny_model) -> None:
     train = _train_file(tmp_path)
     seed = {k: v.detach().clone() for k, v in tiny_model.state_dict().items()}
-    common = [f"dataset.paths=[{train}]", "optimizer.config.lr=1e-6", "regime.num_steps=3", "regime.checkpoint_every_n_steps=3"]
+    common = [
+        f"dataset.math_paths=[{train}]",
+        "optimizer.config.lr=1e-6",
+        "regime.num_steps=3",
+        "regime.checkpoint_every_n_steps=3",
+    ]
     precision = _preset_precision("math_semi_online_dpo")
     assert "model.dtype=float32" in precision and "trainer.data_parallelism=fsdp" in precision
     torchrun(tmp_path / "preset", *common, *precision)
@@ -170,7 +235,14 @@ def test_preset_precision_moves_every_weight_at_lr_1e_6(tmp_path: Path, tiny_mod
 
     # The settings the presets had before: bf16 weights under DDP (fairseq2 then steps the
     # optimizer in bf16): nearly every lr-1e-6 update rounds to zero.
-    torchrun(tmp_path / "bf16_ddp", *common, "model.dtype=bfloat16", "reference_model.dtype=bfloat16",
-             "trainer.data_parallelism=ddp", "trainer.mixed_precision.mode=static", "trainer.mixed_precision.dtype=bfloat16")  # fmt: skip
+    torchrun(
+        tmp_path / "bf16_ddp",
+        *common,
+        "model.dtype=bfloat16",
+        "reference_model.dtype=bfloat16",
+        "trainer.data_parallelism=ddp",
+        "trainer.mixed_precision.mode=static",
+        "trainer.mixed_precision.dtype=bfloat16",
+    )
     seed_bf16 = {k: v.to(torch.bfloat16) for k, v in seed.items()}
     assert _changed_fraction(tmp_path / "bf16_ddp", seed_bf16) < 0.02

@@ -14,8 +14,14 @@ SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=16)
 
 
 def _rank_main(rank: int, port: int, queue: mp.Queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+    )
     torch.set_num_threads(1)
     import fairseq2
     from fairseq2.gang import ProcessGroupGang
@@ -42,8 +48,14 @@ def _rank_main(rank: int, port: int, queue: mp.Queue) -> None:
     shared.sync({} if owner is None else owner._model.state_dict(), version=3)
     got = rollouts(shared, mine, 2, SAMPLING, seed=5)
     expected = rollouts(owner, prompts, 2, SAMPLING, seed=5) if owner is not None else None
-    queue.put((rank, shared.version, [[c.token_ids for c in cs] for cs in got],
-               None if expected is None else [[c.token_ids for c in cs] for cs in expected]))  # fmt: skip
+    queue.put(
+        (
+            rank,
+            shared.version,
+            [[c.token_ids for c in cs] for cs in got],
+            None if expected is None else [[c.token_ids for c in cs] for cs in expected],
+        )
+    )
     gang.close()
 
 

@@ -14,11 +14,23 @@ import pytest
 import torch
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from test_preference_finetune import run_recipe, tiny_config
+
+from helpers import run_recipe, tiny_config
 
 # The sums and means that must not depend on how a step is cut into micro-batches.
-COMPARED = ("Loss", "DPO Loss", "Chosen Log-prob", "Rejected Log-prob", "Reward", "Rollout Length", "Pairs",
-            "Skipped Prompts", "Gradient Norm", "Rollout Entropy", "Generator Version Lag")  # fmt: skip
+COMPARED = (
+    "Loss",
+    "DPO Loss",
+    "Chosen Log-prob",
+    "Rejected Log-prob",
+    "Reward",
+    "Rollout Length",
+    "Pairs",
+    "Skipped Prompts",
+    "Gradient Norm",
+    "Rollout Entropy",
+    "Generator Version Lag",
+)
 
 
 def _weights(step_dir: Path) -> dict[str, torch.Tensor]:
@@ -37,7 +49,7 @@ def _config(tmp_path: Path, num_batches: int, num_steps: int = 4):  # type: igno
     if not valid.exists():
         valid.write_text("\n".join((TINY_MATH_DATA_DIR / "valid.jsonl").read_text().splitlines()[:6]) + "\n")
     config.validation.math_paths = [valid]
-    config.validation.batch_size = 3
+    config.validation.max_batch_size = 3
     config.regime.validate_every_n_steps = 2
     return config
 
@@ -50,7 +62,10 @@ def test_two_micro_batches_train_what_one_batch_trains(tmp_path: Path) -> None:
     for a, b in zip(whole, split):
         for key in COMPARED:
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6, nan_ok=True), (a["Step"], key)
-    valid = [[json.loads(l) for l in (tmp_path / d / "metrics" / "valid.jsonl").read_text().splitlines()] for d in ("k1", "k2")]
+    valid = [
+        [json.loads(l) for l in (tmp_path / d / "metrics" / "valid.jsonl").read_text().splitlines()]
+        for d in ("k1", "k2")
+    ]
     assert [v["Step"] for v in valid[1]] == [2, 4]
     assert [v["Accuracy (math)"] for v in valid[1]] == pytest.approx([v["Accuracy (math)"] for v in valid[0]], abs=1e-9)
     w1, w2 = _weights(tmp_path / "k1" / "checkpoints" / "step_4"), _weights(tmp_path / "k2" / "checkpoints" / "step_4")
@@ -63,7 +78,9 @@ def test_two_micro_batches_train_what_one_batch_trains(tmp_path: Path) -> None:
     rows = {int(r["Step"]): r for r in resumed}
     for r in split[2:]:
         for key in COMPARED:
-            assert float(rows[int(r["Step"])][key]) == pytest.approx(float(r[key]), rel=1e-6, abs=1e-7, nan_ok=True), key
+            assert float(rows[int(r["Step"])][key]) == pytest.approx(float(r[key]), rel=1e-6, abs=1e-7, nan_ok=True), (
+                key
+            )
 
 
 def test_rollouts_are_generated_once_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,9 +18,12 @@ def test_export_loads_in_transformers_with_matching_logits(tmp_path: Path, tiny_
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     out = export_hf_model(
-        tiny_model.state_dict(), tiny_math_config(), tiny_tokenizer.vocab_info, tmp_path / "hf",
+        tiny_model.state_dict(),
+        tiny_math_config(),
+        tiny_tokenizer.vocab_info,
+        tmp_path / "hf",
         tokenizer_dir=TINY_MATH_DIR / "tokenizer",
-    )  # fmt: skip
+    )
     config = json.loads((out / "config.json").read_text())
     assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (0, 4, 5)
     assert config["vocab_size"] == 1024

@@ -52,7 +52,9 @@ def free_port() -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without an enclosing Slurm job's or Ray cluster's variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "RAY_ADDRESS"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "RAY_ADDRESS"
+    }
     return {**env, **extra}
 
 
@@ -69,10 +71,16 @@ def shim_env(tmp_path: Path) -> dict[str, str]:
     state = tmp_path / "ray_state"
     state.mkdir()
     return clean_env(
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", FAKE_RAY_DIR=str(state),
-        SHIM_LOG=str(tmp_path / "srun.log"), SLURM_JOB_NODELIST="gen1,train1", SLURM_SUBMIT_DIR=str(REPO),
-        GPUS_PER_NODE="8", RAY_WAIT_S="20", RAY_PORT=str(free_port()), FAKE_PYTHON=sys.executable,
-    )  # fmt: skip
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        FAKE_RAY_DIR=str(state),
+        SHIM_LOG=str(tmp_path / "srun.log"),
+        SLURM_JOB_NODELIST="gen1,train1",
+        SLURM_SUBMIT_DIR=str(REPO),
+        GPUS_PER_NODE="8",
+        RAY_WAIT_S="20",
+        RAY_PORT=str(free_port()),
+        FAKE_PYTHON=sys.executable,
+    )
 
 
 def run_script(env: dict[str, str], *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -110,10 +118,10 @@ def steps(tmp_path: Path, command: str) -> dict[str, str]:
         (("out", "p"), {"SLURM_JOB_NODELIST": ""}, "SLURM_JOB_NODELIST is not set"),
         (("out", "p"), {"LAUNCH_DIR": "/nonexistent"}, "no config file /nonexistent/join_cluster.yaml"),
     ],
-)  # fmt: skip
+)
 def test_bad_parameters_exit_2_before_anything_starts(
     shim_env: dict[str, str], tmp_path: Path, args: tuple[str, ...], params: dict[str, str], message: str
-) -> None:  # fmt: skip
+) -> None:
     run = run_script({**shim_env, **params}, *args, cwd=tmp_path)
     assert run.returncode == 2, run.stdout + run.stderr
     assert message in run.stderr
@@ -123,8 +131,16 @@ def test_bad_parameters_exit_2_before_anything_starts(
 @pytest.mark.parametrize("status", [0, 7])
 def test_exits_with_the_trainers_status_and_stops_ray(shim_env: dict[str, str], tmp_path: Path, status: int) -> None:
     state = Path(shim_env["FAKE_RAY_DIR"])
-    env = {**shim_env, "SLURM_JOB_NODELIST": "gen1,gen2,train1", "GEN_NODES": "2", "TRAIN_PROCS_PER_NODE": "2",
-           "GEN_GPUS_PER_NODE": "4", "TP": "2", "GEN_CPUS_PER_NODE": "16", "FAKE_TORCHRUN_STATUS": str(status)}  # fmt: skip
+    env = {
+        **shim_env,
+        "SLURM_JOB_NODELIST": "gen1,gen2,train1",
+        "GEN_NODES": "2",
+        "TRAIN_PROCS_PER_NODE": "2",
+        "GEN_GPUS_PER_NODE": "4",
+        "TP": "2",
+        "GEN_CPUS_PER_NODE": "16",
+        "FAKE_TORCHRUN_STATUS": str(status),
+    }
     run = run_script(env, str(tmp_path / "out"), "tiny_online_dpo", "regime.num_steps=2", "--no-rich", cwd=tmp_path)
     assert run.returncode == status, run.stdout + run.stderr
     assert f"trainer exited with status {status}" in run.stdout
@@ -152,7 +168,9 @@ def test_exits_with_the_trainers_status_and_stops_ray(shim_env: dict[str, str], 
 
 def test_trainer_nodes_need_not_join_ray(shim_env: dict[str, str], tmp_path: Path) -> None:
     state = Path(shim_env["FAKE_RAY_DIR"])
-    run = run_script({**shim_env, "RAY_ON_TRAIN_NODES": "0", "RAY_STOP_ALL": "0"}, str(tmp_path / "out"), "p", cwd=tmp_path)
+    run = run_script(
+        {**shim_env, "RAY_ON_TRAIN_NODES": "0", "RAY_STOP_ALL": "0"}, str(tmp_path / "out"), "p", cwd=tmp_path
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert steps(tmp_path, "ray start").keys() == {"gen1"} and not lines(state / "stops")
     assert sorted(lines(state / "terminated")) == sorted(lines(state / "pids"))
@@ -173,8 +191,10 @@ def test_a_ray_step_that_dies_fails_the_job_at_once(shim_env: dict[str, str], tm
         ({"FAKE_RAY_NO_LISTEN": "1"}, "the Ray head 127.0.0.1:{port} not up after RAY_WAIT_S=3s"),
         ({"FAKE_RAY_NODES": "1"}, "1 of 2 Ray node(s) up after RAY_WAIT_S=3s"),  # the trainer node never joins
     ],
-)  # fmt: skip
-def test_the_wait_for_ray_is_bounded(shim_env: dict[str, str], tmp_path: Path, fake: dict[str, str], message: str) -> None:
+)
+def test_the_wait_for_ray_is_bounded(
+    shim_env: dict[str, str], tmp_path: Path, fake: dict[str, str], message: str
+) -> None:
     state = Path(shim_env["FAKE_RAY_DIR"])
     run = run_script({**shim_env, **fake, "RAY_WAIT_S": "3"}, str(tmp_path / "out"), "p", cwd=tmp_path)
     assert run.returncode == 3, run.stdout + run.stderr
@@ -217,11 +237,17 @@ class LoopbackSlurm:
         key.chmod(0o600)
         socket_path = root / "munge" / "sock"
         self._daemon(
-            [which("munged"), "--force", f"--socket={socket_path}", f"--key-file={key}",
-             f"--pid-file={root / 'munge' / 'pid'}", f"--log-file={root / 'munge' / 'log'}",
-             f"--seed-file={root / 'munge' / 'seed'}"],
+            [
+                which("munged"),
+                "--force",
+                f"--socket={socket_path}",
+                f"--key-file={key}",
+                f"--pid-file={root / 'munge' / 'pid'}",
+                f"--log-file={root / 'munge' / 'log'}",
+                f"--seed-file={root / 'munge' / 'seed'}",
+            ],
             root / "munge" / "pid",
-        )  # fmt: skip
+        )
         ctld_port, n1_port, n2_port = free_port(), free_port(), free_port()
         self.conf.write_text(f"""\
 ClusterName=fs2launchtest
@@ -257,7 +283,9 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
             self._daemon([which("slurmd"), "-f", str(self.conf), "-N", node], root / f"slurmd-{node}.pid")
         deadline = time.monotonic() + 60
         while True:
-            run = subprocess.run([which("sinfo"), "-h", "-N", "-o", "%N %t"], env=self.env, capture_output=True, text=True, timeout=30)
+            run = subprocess.run(
+                [which("sinfo"), "-h", "-N", "-o", "%N %t"], env=self.env, capture_output=True, text=True, timeout=30
+            )
             states = dict(line.split() for line in run.stdout.splitlines() if line.strip())
             if states.get("n1") == "idle" and states.get("n2") == "idle":
                 return
@@ -298,16 +326,20 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
 
     def submit(
         self, args: list[str], env: dict[str, str], timeout_s: float, on_poll: Callable[[], None] = lambda: None
-    ) -> tuple[int, str]:  # fmt: skip
+    ) -> tuple[int, str]:
         """``sbatch`` ARGS, then wait for the job (calling ON_POLL meanwhile): its exit code and output."""
         log = self.root / f"job-{uuid.uuid4().hex[:8]}.out"
         sbatch = [which("sbatch"), "--parsable", "--time=15", "-o", str(log), *args]
-        run = subprocess.run(sbatch, env={**env, "SLURM_CONF": str(self.conf)}, cwd=REPO, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            sbatch, env={**env, "SLURM_CONF": str(self.conf)}, cwd=REPO, capture_output=True, text=True, timeout=60
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         job = run.stdout.strip().split(";")[0]
         deadline = time.monotonic() + timeout_s
         while True:
-            show = subprocess.run([which("scontrol"), "show", "job", "-o", job], env=self.env, capture_output=True, text=True, timeout=30)
+            show = subprocess.run(
+                [which("scontrol"), "show", "job", "-o", job], env=self.env, capture_output=True, text=True, timeout=30
+            )
             state = re.search(r"JobState=(\S+)", show.stdout)
             if state and state.group(1) not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
                 code = re.search(r"ExitCode=(\d+):(\d+)", show.stdout)
@@ -317,7 +349,9 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscr
             if time.monotonic() > deadline:
                 subprocess.run([which("scancel"), job], env=self.env, timeout=30)
                 output = log.read_text() if log.exists() else ""
-                raise AssertionError(f"job {job} still {state and state.group(1)} after {timeout_s} s:\n{output[-6000:]}")
+                raise AssertionError(
+                    f"job {job} still {state and state.group(1)} after {timeout_s} s:\n{output[-6000:]}"
+                )
             on_poll()
             time.sleep(0.5)
 
@@ -370,20 +404,37 @@ def test_sbatch_on_a_loopback_slurm_cluster(slurm: LoopbackSlurm, tmp_path: Path
     ray_tmp = Path(tempfile.mkdtemp(prefix="fs2ray", dir="/tmp"))
     env = clean_env(
         PATH=os.pathsep.join([str(Path(sys.executable).parent), SBIN_PATH]),  # the venv's ray and torchrun
-        **{MARKER: marker}, RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-        OMP_NUM_THREADS="1", GEN_GPUS_PER_NODE="0", GEN_CPUS_PER_NODE="2", TRAIN_PROCS_PER_NODE="2", REPLICAS="1",
-        RAY_PORT=str(free_port()), RDZV_PORT=str(free_port()), RAY_WAIT_S="180",
+        **{MARKER: marker},
+        RAY_TMPDIR=str(ray_tmp),
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        OMP_NUM_THREADS="1",
+        GEN_GPUS_PER_NODE="0",
+        GEN_CPUS_PER_NODE="2",
+        TRAIN_PROCS_PER_NODE="2",
+        REPLICAS="1",
+        RAY_PORT=str(free_port()),
+        RDZV_PORT=str(free_port()),
+        RAY_WAIT_S="180",
         RAY_STOP_ALL="0",  # `ray stop` would end every Ray process of this machine, other tests' too
         # One machine: Ray stays on loopback (by default `ray start` swaps 127.0.0.1 for the
         # machine's routable address), which allows no second Ray node, so the trainer node,
         # the head's own machine here, does not join; the shim tests cover that join.
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_ON_TRAIN_NODES="0",
-    )  # fmt: skip
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_ON_TRAIN_NODES="0",
+    )
     overrides = [
-        f"dataset.paths=[{train}]", "dataset.batch_size=4", f"generator.backend={backend}", "generator.num_rollouts=4",
-        "generator.max_gen_len=32", "regime.num_steps=2", "regime.checkpoint_every_n_steps=2",
-        "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false", "--no-rich",
-    ]  # fmt: skip
+        f"dataset.math_paths=[{train}]",
+        "dataset.batch_size=4",
+        f"generator.backend={backend}",
+        "generator.num_rollouts=4",
+        "generator.max_gen_len=32",
+        "regime.num_steps=2",
+        "regime.checkpoint_every_n_steps=2",
+        "reward.math.num_workers=1",
+        "common.metric_recorders.tensorboard.enabled=false",
+        "--no-rich",
+    ]
     args = ["--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1", str(SCRIPT), str(out), "tiny_online_dpo", *overrides]
     seen: set[str] = set()  # what ran with the marker: shows that the check below can see Ray
 

@@ -50,6 +50,8 @@ def test_untempered_completions_carry_the_models_log_probs(tiny_model, tiny_toke
         logps = response_stats(tiny_model, batch).token_logps
     for i, c in enumerate(outs):
         assert c.logprobs is not None and len(c.logprobs) == len(responses[i])
-        torch.testing.assert_close(torch.tensor(c.logprobs, dtype=torch.float64), logps[i][batch.mask[i]].double(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(c.logprobs, dtype=torch.float64), logps[i][batch.mask[i]].double(), atol=1e-5, rtol=0
+        )
     (tempered,) = sample_completions(tiny_model, tiny_tokenizer, [prompt], 2, SamplingConfig(0.6, 1.0, 8))
     assert all(c.logprobs is None for c in tempered)

@@ -373,7 +373,9 @@ def test_pool_runs_pathological_inputs_in_parallel(pool: MathVerifyPool) -> None
     # Sequential would be >= timeouts * timeout_s; two workers halve it.
     assert elapsed < (timeouts / 2 + 1) * POOL_TIMEOUT_S + 1.5, elapsed
     for name, v in zip(names, batch.verdicts[:-1]):
-        assert v.status in (("failed", "incorrect", "correct") if name == "nested_parens" else ("failed", "incorrect")), name
+        assert v.status in (
+            ("failed", "incorrect", "correct") if name == "nested_parens" else ("failed", "incorrect")
+        ), name
     assert batch.verdicts[-1].status == "correct"
 
 

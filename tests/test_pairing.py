@@ -19,9 +19,8 @@ from fs2_semionline.pairing import (
     grpo_advantages,
     select_dpo_pairs,
     select_pair_sets,
-    step_rng,
-    step_seed,
 )
+from fs2_semionline.seeding import step_rng, step_seed
 
 NONE_SKIPPED = {r: 0 for r in SKIP_REASONS}
 
@@ -59,7 +58,7 @@ def test_step_rng_rejects_non_int():
 def test_step_rng_same_in_fresh_interpreters_with_different_hash_seeds():
     src = str(Path(__file__).resolve().parents[1] / "src")
     code = (
-        "from fs2_semionline.pairing import step_rng, select_dpo_pairs\n"
+        "from fs2_semionline.pairing import select_dpo_pairs\nfrom fs2_semionline.seeding import step_rng\n"
         "r = step_rng(42, 7)\n"
         "print([r.random() for _ in range(5)])\n"
         "print(select_dpo_pairs([[1, 0, 1, 0, 1, 0]] * 4, 'binary', step_rng(42, 7))[0])\n"
@@ -68,9 +67,7 @@ def test_step_rng_same_in_fresh_interpreters_with_different_hash_seeds():
     for hash_seed in ("0", "4242"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        res = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        )
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         outs.append(res.stdout)
     r = step_rng(42, 7)
     expected = f"{[r.random() for _ in range(5)]}\n"

@@ -31,21 +31,49 @@ def _command(out: Path, train: Path) -> list[str]:
     from fs2_semionline.generation.pg_sync import free_port
 
     return [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        "-m", "fs2_semionline.recipes.preference_finetune", str(out), "--no-rich", "--config",
-        f"dataset.paths=[{train}]", "dataset.batch_size=4", "trainer.data_parallelism=fsdp",
-        "generator.backend=vllm", "generator.replicas=1", "generator.sync_every_n_steps=2",
-        "generator.num_rollouts=4", "generator.max_gen_len=32", "generator.sync_bucket_mb=4",
-        "reference_sync.mode=with_generator", "optimizer.config.lr=1e-4", "regime.num_steps=4",
-        "regime.checkpoint_every_n_steps=2", "reward.num_workers=1", "ray.num_cpus=2",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "fs2_semionline.recipes.preference_finetune",
+        str(out),
+        "--no-rich",
+        "--config",
+        f"dataset.math_paths=[{train}]",
+        "dataset.batch_size=4",
+        "trainer.data_parallelism=fsdp",
+        "generator.backend=vllm",
+        "generator.replicas=1",
+        "generator.sync_every_n_steps=2",
+        "generator.num_rollouts=4",
+        "generator.max_gen_len=32",
+        "generator.sync_bucket_mb=4",
+        "reference_sync.mode=with_generator",
+        "optimizer.config.lr=1e-4",
+        "regime.num_steps=4",
+        "regime.checkpoint_every_n_steps=2",
+        "reward.math.num_workers=1",
+        "ray.num_cpus=2",
         "common.metric_recorders.tensorboard.enabled=false",
-    ]  # fmt: skip
+    ]
 
 
 def _launch(out: Path, train: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    return subprocess.Popen(_command(out, train), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+    }
+    return subprocess.Popen(
+        _command(out, train),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _kill_tree(proc: subprocess.Popen[str]) -> None:
@@ -74,7 +102,9 @@ def _run_to_end(out: Path, train: Path) -> str:
 
 def _rows(out: Path) -> dict[int, dict[str, object]]:
     lines = (out / "metrics" / "train.jsonl").read_text().splitlines()
-    return {int(r["Step"]): {k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in map(json.loads, lines)}
+    return {
+        int(r["Step"]): {k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in map(json.loads, lines)
+    }
 
 
 def test_two_fsdp_ranks_and_a_vllm_replica_resume_exactly(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from fs2_semionline.cli import main as cli_main
 from fs2_semionline.plot import read_series, smooth
-from test_preference_finetune import run_recipe, tiny_config
+
+from helpers import run_recipe, tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

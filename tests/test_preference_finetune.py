@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,38 +19,10 @@ import torch
 
 from fs2_semionline.errors import ConfigError
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from fs2_semionline.recipes.preference_finetune import (
-    PreferenceFinetuneConfig,
-    PreferenceFinetuneRecipe,
-    check_config,
-)
-from fs2_semionline.units.preference import sync_steps
+from fs2_semionline.recipes.checks import check_config
+from fs2_semionline.units.batches import sync_steps
 
-
-def tiny_config(tmp_path: Path, **loss: object) -> PreferenceFinetuneConfig:
-    train = tmp_path / "train.jsonl"
-    if not train.exists():
-        train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:64]) + "\n")
-    config = PreferenceFinetuneConfig()
-    config.dataset.paths = [train]
-    config.dataset.batch_size = 4
-    config.generator.num_rollouts = 4
-    config.generator.max_gen_len = 32
-    config.optimizer.config.lr = 1e-4  # type: ignore[attr-defined]
-    config.regime.num_steps = 2
-    config.regime.checkpoint_every_n_steps = 2
-    config.common.metric_recorders.tensorboard.enabled = False
-    config.reward.num_workers = 1
-    for key, value in loss.items():
-        setattr(config.loss, key, value)
-    return config
-
-
-def run_recipe(config: PreferenceFinetuneConfig, out_dir: Path) -> list[dict[str, object]]:
-    from fairseq2.recipe.run import run
-
-    run(PreferenceFinetuneRecipe(), config, out_dir, no_rich=True)
-    return [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+from helpers import run_recipe, tiny_config
 
 
 def test_sync_schedule() -> None:
@@ -80,10 +51,10 @@ def test_checkpoint_interval_must_fall_on_sync_boundaries(tmp_path: Path) -> Non
     [
         ("offline_dpo", None, {"name": "dpo"}),
         ("semi_online_dpo", 2, {"name": "dpo"}),
-        ("online_dpo_nll", 1, {"name": "dpo", "nll_scale": 1.0, "length_normalize": True}),
+        ("online_dpo_nll", 1, {"name": "dpo", "dpo": {"nll_scale": 1.0, "length_normalize": True}}),
         ("group_dpo", 1, {"name": "group_dpo"}),
-        ("grpo", 1, {"name": "grpo", "beta": 0.001, "entropy_coef": 0.0001}),
-        ("group_dpo_grpo", 1, {"name": "group_dpo_grpo", "grpo_alpha": 0.01}),
+        ("grpo", 1, {"name": "grpo", "grpo": {"kl_beta": 0.001}, "entropy_coef": 0.0001}),
+        ("group_dpo_grpo", 1, {"name": "group_dpo_grpo", "group_dpo_grpo": {"alpha": 0.01}}),
     ],
 )
 def test_every_method_trains_end_to_end(tmp_path: Path, label: str, sync: int | None, loss: dict[str, object]) -> None:
@@ -111,7 +82,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_nonfinite_loss_skips_the_step_and_leaves_weights_unchanged(tmp_path: Path, tiny_model) -> None:
-    config = tiny_config(tmp_path, name="dpo", beta=float("nan"))
+    config = tiny_config(tmp_path, name="dpo", dpo={"beta": float("nan")})
     rows = run_recipe(config, tmp_path / "nan")
     assert [r["Skipped Steps"] for r in rows] == [1, 1]
     after = _weights(tmp_path / "nan" / "checkpoints" / "step_2")
@@ -130,17 +101,41 @@ def test_all_degenerate_batch_is_a_counted_skip(tmp_path: Path, tiny_model) -> N
 
 
 RESUME_ARGS = [
-    "--no-rich", "--config", "dataset.batch_size=4", "generator.num_rollouts=4", "generator.max_gen_len=32",
-    "regime.checkpoint_every_n_steps=2", "regime.num_steps=6",
-    "optimizer.config.lr=1e-4", "reward.num_workers=1", "common.metric_recorders.tensorboard.enabled=false",
-]  # fmt: skip
-_TIMING = {"Time", "Data Time", "Compute Time", "Lapse Time", "Total Time", "Wall Time",
-           "Generate Time (s)", "Reward Time (s)", "Loss Time (s)", "Sync Time (s)"}  # fmt: skip
+    "--no-rich",
+    "--config",
+    "dataset.batch_size=4",
+    "generator.num_rollouts=4",
+    "generator.max_gen_len=32",
+    "regime.checkpoint_every_n_steps=2",
+    "regime.num_steps=6",
+    "optimizer.config.lr=1e-4",
+    "reward.math.num_workers=1",
+    "common.metric_recorders.tensorboard.enabled=false",
+]
+_TIMING = {
+    "Time",
+    "Data Time",
+    "Compute Time",
+    "Lapse Time",
+    "Total Time",
+    "Wall Time",
+    "Generate Time (s)",
+    "Reward Time (s)",
+    "Forward + Loss Time (s)",
+    "Sync Time (s)",
+}
 
 
 def _launch(out_dir: Path, train: Path, sync: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "fs2_semionline.recipes.preference_finetune", str(out_dir), *RESUME_ARGS,
-           f"dataset.paths=[{train}]", f"generator.sync_every_n_steps={sync}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fs2_semionline.recipes.preference_finetune",
+        str(out_dir),
+        *RESUME_ARGS,
+        f"dataset.math_paths=[{train}]",
+        f"generator.sync_every_n_steps={sync}",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -198,7 +193,7 @@ def test_offline_dpo_from_a_pairs_file(tmp_path: Path) -> None:
 
 
 def test_pairs_file_with_a_missing_field_names_line_and_field(tmp_path: Path) -> None:
-    from fs2_semionline.data.jsonl import DataFileError
+    from fs2_semionline.errors import DataFileError
 
     path = _pairs_file(tmp_path, n=5)
     lines = path.read_text().splitlines()
@@ -228,7 +223,9 @@ def test_data_parallel_ranks_read_disjoint_equal_shards(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     config.dataset.batch_size = 4  # global: 2 prompts per rank and step
     items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(11)]
-    shards = [[e.prompt for b in train_pipeline(items, config, PromptBatch, rank, 2) for e in b.examples] for rank in range(2)]
+    shards = [
+        [e.prompt for b in train_pipeline(items, config, PromptBatch, rank, 2) for e in b.examples] for rank in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 4  # 5 each, cut to whole batches of 2
     assert not set(shards[0]) & set(shards[1])
 
@@ -246,12 +243,17 @@ def test_global_batch_is_split_over_ranks_and_micro_batches(tmp_path: Path) -> N
     items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(16)]
     batches = list(train_pipeline(items, config, PromptBatch, 1, 2))  # rank 1 of 2: 8 prompts, 4 per step
     assert [(b.index, b.micro, len(b.step_examples), len(b.examples)) for b in batches] == [
-        (0, 0, 4, 2), (0, 1, 4, 2), (1, 0, 4, 2), (1, 1, 4, 2)
+        (0, 0, 4, 2),
+        (0, 1, 4, 2),
+        (1, 0, 4, 2),
+        (1, 1, 4, 2),
     ]  # one window of s = 2 steps, each step in two micro-batches of 2 prompts
     assert [e.prompt for b in batches[:2] for e in b.examples] == [e.prompt for e in batches[0].step_examples]
     assert batches[0].window == batches[3].window
     config.dataset.batch_size = 6
-    with pytest.raises(ConfigError, match=r"dataset.batch_size=6 .* multiple of data-parallel size 2 x .*num_batches 2 = 4"):
+    with pytest.raises(
+        ConfigError, match=r"dataset.batch_size=6 .* multiple of data-parallel size 2 x .*num_batches 2 = 4"
+    ):
         list(train_pipeline(items, config, PromptBatch, 0, 2))
 
 

@@ -11,7 +11,8 @@ import yaml
 from fairseq2.utils.structured import StandardValueConverter
 
 from fs2_semionline.presets import list_presets
-from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, check_config
+from fs2_semionline.recipes.checks import check_config
+from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
 PRESETS = [p for p in list_presets() if p.recipe == "preference_finetune"]
 
@@ -37,13 +38,19 @@ def test_preset_is_a_valid_config(preset, tiny_tokenizer) -> None:  # tiny_token
         assert config.dataset.batch_size in (32, 64) and config.dataset.batch_size % 32 == 0
     if preset.name.startswith("chat_"):
         # Table 4, non-verifiable: β 0.01 (GRPO: KL 0.001), ε 1e-8, clip 0.1, no reference sync.
-        assert config.dataset.task == "chat" and config.reward.model == "athene_rm_8b"
+        assert config.dataset.math_paths == [] and "chat_paths" in raw["dataset"]
+        assert config.reward.model.name == "athene_rm_8b"
         assert raw["optimizer"]["config"]["eps"] == 1e-8 and config.trainer.max_grad_norm == 0.1
-        assert config.loss.beta == (0.001 if config.loss.name == "grpo" else 0.01)
+        if config.loss.name == "grpo":
+            assert config.loss.grpo.kl_beta == 0.001
+        else:
+            assert config.loss.dpo.beta == 0.01
         assert config.reference_sync.mode == "frozen" and config.generator.max_gen_len == 1024
     if preset.name == "mixed_online_dpo":  # Table 4, combined from the seed
-        assert config.dataset.task == "math" and config.reward.model == "athene_rm_8b"
-        assert config.loss.beta == 0.01 and raw["optimizer"]["config"]["eps"] == 1e-5
+        assert (
+            config.dataset.math_paths == config.dataset.chat_paths == [] and config.reward.model.name == "athene_rm_8b"
+        )
+        assert config.loss.dpo.beta == 0.01 and raw["optimizer"]["config"]["eps"] == 1e-5
         assert config.generator.sync_every_n_steps == 1 and config.dataset.batch_size == 32
 
 
@@ -55,7 +62,9 @@ def test_dir_in_a_merged_preset_means_each_files_own_folder(tmp_path) -> None:
 
     user = tmp_path / "mine.yaml"
     user.write_text("validation:\n  chat_paths: ['${dir}/my_valid.jsonl']\n")
-    merged = yaml.safe_load(merged_config_file(get_preset("tiny_mixed_online_dpo", "preference_finetune"), user).read_text())
+    merged = yaml.safe_load(
+        merged_config_file(get_preset("tiny_mixed_online_dpo", "preference_finetune"), user).read_text()
+    )
     (chat,) = merged["dataset"]["chat_paths"]
     assert chat == f"{PRESETS_DIR.resolve()}/../assets/tiny_chat/data/train.jsonl"
     assert Path(chat).resolve() == (TINY_CHAT_DATA_DIR / "train.jsonl").resolve()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -164,9 +163,7 @@ def test_raw_user_text_gets_the_llama3_header(rm: RewardModel) -> None:
     assert raw[0] is not None and raw == pytest.approx(templated, abs=1e-6)
 
 
-def test_unscorable_items_are_none_and_the_rest_is_scored(
-    tiny_rm_dir: Path, rm: RewardModel
-) -> None:
+def test_unscorable_items_are_none_and_the_rest_is_scored(tiny_rm_dir: Path, rm: RewardModel) -> None:
     short = RewardModel(RewardModelSpec(path=str(tiny_rm_dir), batch_size=8, max_length=64))
     prompts = [PROMPTS[0], PROMPTS[1], "  ", PROMPTS[3]]
     # fine, too long, empty prompt, empty answer
@@ -181,9 +178,7 @@ def _raising_forward(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("simulated forward failure")
 
 
-def test_a_failed_forward_gives_none_for_its_batch(
-    rm: RewardModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_forward_gives_none_for_its_batch(rm: RewardModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rm.model, "forward", _raising_forward)
     assert rm.score(PROMPTS[:5], RESPONSES[:5]) == [None] * 5
 

@@ -1,4 +1,4 @@
-"""``dataset.task=chat``: rollouts scored by a reward model in Ray actors, scalar rewards
+"""``dataset.chat_paths``: rollouts scored by a reward model in Ray actors, scalar rewards
 paired best vs worst; a reward model that fails gives counted failures and skipped
 steps, never zero rewards. Real Ray, real transformers model (the tiny one built here)."""
 
@@ -13,11 +13,10 @@ import pytest
 from fs2_semionline.errors import ConfigError
 from fs2_semionline.recipes.preference_finetune import check_config
 from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
-from test_preference_finetune import run_recipe, tiny_config
+
+from helpers import run_recipe, tiny_config
 
 INSTRUCTIONS = [f"Say something short about the number {n}." for n in range(16)]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +28,16 @@ def chat_config(tmp_path: Path, reward_model_dir: Path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in INSTRUCTIONS))
     config = tiny_config(tmp_path)
-    config.dataset.paths = [chat]
-    config.dataset.task = "chat"
-    config.reward.model = str(reward_model_dir)
+    config.dataset.math_paths = []
+    config.dataset.chat_paths = [chat]
+    config.reward.model.name = str(reward_model_dir)
     return config
 
 
 def test_chat_needs_a_reward_model(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
-    config.dataset.task = "chat"
-    with pytest.raises(ConfigError, match=r"chat prompts \(dataset.task=chat or dataset.chat_paths\) need reward.model"):
+    config.dataset.chat_paths = config.dataset.math_paths
+    with pytest.raises(ConfigError, match=r"dataset.chat_paths are scored by the reward model: set reward.model.name"):
         check_config(config)
 
 
@@ -56,7 +55,7 @@ def test_chat_run_pairs_best_against_worst(ray_cluster, reward_model_dir: Path, 
 
 def test_failed_reward_model_skips_steps_not_zero_rewards(ray_cluster, reward_model_dir: Path, tmp_path: Path) -> None:
     config = chat_config(tmp_path, reward_model_dir)
-    config.reward.model_max_length = 8  # every prompt+response is longer: no reward can be computed
+    config.reward.model.max_length = 8  # every prompt+response is longer: no reward can be computed
     rows = run_recipe(config, tmp_path / "out")
     assert [r["Step"] for r in rows] == [1, 2]  # the run goes on
     for r in rows:
@@ -68,9 +67,7 @@ def test_mixed_batches_route_each_prompt_to_its_reward(ray_cluster, reward_model
     """§3.3: math and chat prompts in the same batches; math → Math-Verify (0/1), chat → the
     reward model (scalar); metrics per task."""
     config = chat_config(tmp_path, reward_model_dir)
-    config.dataset.chat_paths = config.dataset.paths
-    config.dataset.paths = [tmp_path / "train.jsonl"]  # the 64 math prompts tiny_config wrote
-    config.dataset.task = "math"
+    config.dataset.math_paths = [tmp_path / "train.jsonl"]  # the 64 math prompts tiny_config wrote
     config.dataset.chat_fraction = 0.2  # 16 chat prompts beside 64 math ones
     config.dataset.batch_size = 8
     config.regime.num_steps = 3

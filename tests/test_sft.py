@@ -46,15 +46,19 @@ def test_a_record_with_an_unknown_task_names_its_line(tmp_path: Path) -> None:
     import pytest
     from fairseq2.recipe.run import run
 
-    from fs2_semionline.data.jsonl import DataFileError
+    from fs2_semionline.errors import DataFileError
 
     train = tmp_path / "train.jsonl"
-    rows = [{"prompt": "Write about Ana and the coins. Use no numbers.", "solution": "Ana likes the coins.", "task": "chat"}] * 3
+    rows = [
+        {"prompt": "Write about Ana and the coins. Use no numbers.", "solution": "Ana likes the coins.", "task": "chat"}
+    ] * 3
     rows.append({"prompt": "x", "solution": "y", "task": "poem"})
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = TinySFTConfig()
     config.dataset.path = train
     config.regime.num_steps = 1
     config.common.metric_recorders.tensorboard.enabled = False
-    with pytest.raises(DataFileError, match=rf"{train}:4: field 'task': expected one of \['chat', 'math'\], got 'poem'"):
+    with pytest.raises(
+        DataFileError, match=rf"{train}:4: field 'task': expected one of \['chat', 'math'\], got 'poem'"
+    ):
         run(TinySFTRecipe(), config, tmp_path / "out", no_rich=True)

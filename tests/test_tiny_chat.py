@@ -38,12 +38,18 @@ def test_exported_reward_model_scores_what_training_scored(tiny_model, tiny_toke
         torch.manual_seed(0)
         model.final_proj.weight[REWARD_TOKEN] = torch.randn(256) * 0.1
     out = export_hf_model(
-        model.state_dict(), tiny_math_config(), tiny_tokenizer.vocab_info, tmp_path / "rm",
-        tokenizer_dir=TINY_MATH_DIR / "tokenizer", reward_token=REWARD_TOKEN,
-    )  # fmt: skip
+        model.state_dict(),
+        tiny_math_config(),
+        tiny_tokenizer.vocab_info,
+        tmp_path / "rm",
+        tokenizer_dir=TINY_MATH_DIR / "tokenizer",
+        reward_token=REWARD_TOKEN,
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"] and len(config["id2label"]) == 1
-    prompts = [non_verifiable_prompt(p) for p in ("Write about Ana and the coins. Use no numbers.", "Tell me about Ben.")]
+    prompts = [
+        non_verifiable_prompt(p) for p in ("Write about Ana and the coins. Use no numbers.", "Tell me about Ben.")
+    ]
     responses = ["Ana likes the coins.", "Ben has 12 stamps. Ben likes the stamps."]
     encoder = tiny_tokenizer.create_raw_encoder()
     ids = [encoder(p + r + EOT).tolist() for p, r in zip(prompts, responses)]
@@ -87,13 +93,28 @@ def test_mixed_run_with_math_verify_and_the_tiny_reward_model(tmp_path: Path) ->
     chat_valid.write_text("\n".join((TINY_CHAT_DATA_DIR / "valid.jsonl").read_text().splitlines()[:8]) + "\n")
     out = tmp_path / "mixed"
     cmd = [
-        sys.executable, "-m", "fs2_semionline.cli", "lm", "preference_finetune", str(out), "--preset",
-        "tiny_mixed_online_dpo", "--no-rich", "--config", "generator.backend=local", "regime.num_steps=4",
-        "dataset.batch_size=8", "generator.num_rollouts=4", "regime.checkpoint_every_n_steps=2",
-        "regime.validate_every_n_steps=2", f"validation.math_paths=[{math_valid}]",
-        f"validation.chat_paths=[{chat_valid}]", "reward.num_workers=1", "ray.num_cpus=2",
+        sys.executable,
+        "-m",
+        "fs2_semionline.cli",
+        "lm",
+        "preference_finetune",
+        str(out),
+        "--preset",
+        "tiny_mixed_online_dpo",
+        "--no-rich",
+        "--config",
+        "generator.backend=local",
+        "regime.num_steps=4",
+        "dataset.batch_size=8",
+        "generator.num_rollouts=4",
+        "regime.checkpoint_every_n_steps=2",
+        "regime.validate_every_n_steps=2",
+        f"validation.math_paths=[{math_valid}]",
+        f"validation.chat_paths=[{chat_valid}]",
+        "reward.math.num_workers=1",
+        "ray.num_cpus=2",
         "common.metric_recorders.tensorboard.enabled=false",
-    ]  # fmt: skip
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 

@@ -18,15 +18,20 @@ import torch
 
 from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
 from fs2_semionline.errors import ConfigError
+from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import check_config
 from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
-from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.units.validation import validation_score, validation_seed
-from test_preference_finetune import run_recipe, tiny_config
 
-CHAT = ["Tell me about Ana and the apples. Use no numbers.", "Write about Ben and the coins. Use 2 sentences.",
-        "Tell me about Dev and the shells. Use the number 12.", "Write about Emma and the books. Use 1 sentences."]  # fmt: skip
+from helpers import run_recipe, tiny_config
+
+CHAT = [
+    "Tell me about Ana and the apples. Use no numbers.",
+    "Write about Ben and the coins. Use 2 sentences.",
+    "Tell me about Dev and the shells. Use the number 12.",
+    "Write about Emma and the books. Use 1 sentences.",
+]
 
 
 def test_length_normalisation_and_score_by_hand() -> None:
@@ -71,8 +76,17 @@ def _valid_files(tmp_path: Path) -> tuple[Path, Path]:
     return math_file, chat_file
 
 
-def _independent_step0(tiny_model, tiny_tokenizer, math_file: Path, chat_file: Path, rm_dir: Path, batch_size: int,
-                       num_samples: int, max_gen_len: int, seed: int) -> dict[str, float]:  # fmt: skip
+def _independent_step0(
+    tiny_model,
+    tiny_tokenizer,
+    math_file: Path,
+    chat_file: Path,
+    rm_dir: Path,
+    batch_size: int,
+    num_samples: int,
+    max_gen_len: int,
+    seed: int,
+) -> dict[str, float]:
     """What validation before training must report, computed without the unit."""
     from fs2_semionline.generation.local import sample_completions
     from fs2_semionline.generation.protocol import SamplingConfig
@@ -81,14 +95,20 @@ def _independent_step0(tiny_model, tiny_tokenizer, math_file: Path, chat_file: P
 
     encoder = tiny_tokenizer.create_raw_encoder()
     rows = [json.loads(l) for l in math_file.read_text().splitlines()]
-    items = [(verifiable_prompt(r["prompt"]), r["answer"]) for r in rows] + [(non_verifiable_prompt(p), None) for p in CHAT]
+    items = [(verifiable_prompt(r["prompt"]), r["answer"]) for r in rows] + [
+        (non_verifiable_prompt(p), None) for p in CHAT
+    ]
     sampling = SamplingConfig(0.6, 0.9, max_gen_len)
     completions = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         torch.manual_seed(validation_seed(seed, start // batch_size))
-        completions += sample_completions(tiny_model, tiny_tokenizer, [encoder(t).tolist() for t, _ in chunk], num_samples, sampling)
-    math_rewards = [verify_math(c.text, a).reward for (_, a), cs in zip(items, completions) if a is not None for c in cs]
+        completions += sample_completions(
+            tiny_model, tiny_tokenizer, [encoder(t).tolist() for t, _ in chunk], num_samples, sampling
+        )
+    math_rewards = [
+        verify_math(c.text, a).reward for (_, a), cs in zip(items, completions) if a is not None for c in cs
+    ]
     chat = [(t, c) for (t, a), cs in zip(items, completions) if a is None for c in cs]
     rm = RewardModel(RewardModelSpec(path=str(rm_dir)))
     chat_rewards = rm.score([t for t, _ in chat], [c.text for _, c in chat])
@@ -109,7 +129,7 @@ def test_validation_scores_and_keeps_the_best_checkpoint(
     config.validation.math_paths = [math_file]
     config.validation.chat_paths = [chat_file]
     config.validation.num_samples = 2
-    config.validation.batch_size = 4
+    config.validation.max_batch_size = 4
     config.regime.num_steps = 3
     config.regime.validate_at_start = True
     config.regime.validate_every_n_steps = 1
@@ -127,15 +147,27 @@ def test_validation_scores_and_keeps_the_best_checkpoint(
         assert r["Validation Score"] == pytest.approx((acc + reward / length) / 2, rel=1e-9)
         assert r["Failed Rewards"] == 0
 
-    expected = _independent_step0(tiny_model, tiny_tokenizer, math_file, chat_file, reward_model_dir, batch_size=4,
-                                  num_samples=2, max_gen_len=32, seed=config.common.seed)  # fmt: skip
+    expected = _independent_step0(
+        tiny_model,
+        tiny_tokenizer,
+        math_file,
+        chat_file,
+        reward_model_dir,
+        batch_size=4,
+        num_samples=2,
+        max_gen_len=32,
+        seed=config.common.seed,
+    )
     assert rows[0]["Accuracy (math)"] == pytest.approx(expected["accuracy"], abs=1e-12)
     assert rows[0]["Reward (chat)"] == pytest.approx(expected["reward"], abs=1e-5)
     assert rows[0]["Response Length (chat)"] == pytest.approx(expected["len"], abs=1e-9)
 
     # fairseq2 wrote each checkpoint's score and kept only the best one (and the last).
-    scores = {s: float((out / "checkpoints" / "scores" / f"step_{s}.txt").read_text()) for s in (1, 2, 3)
-              if (out / "checkpoints" / "scores" / f"step_{s}.txt").exists()}  # fmt: skip
+    scores = {
+        s: float((out / "checkpoints" / "scores" / f"step_{s}.txt").read_text())
+        for s in (1, 2, 3)
+        if (out / "checkpoints" / "scores" / f"step_{s}.txt").exists()
+    }
     by_step = {int(r["Step"]): r["Validation Score"] for r in rows}
     best = max((1, 2, 3), key=lambda s: (by_step[s], s))  # fairseq2 breaks ties by the later step
     assert best in scores and scores[best] == pytest.approx(by_step[best], rel=1e-6)

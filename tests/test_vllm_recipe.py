@@ -22,9 +22,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from test_preference_finetune import run_recipe, tiny_config
+from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
+
+from helpers import run_recipe, tiny_config
 
 TIMING = ("Time", "Elapsed", "Wall", "/s", "Per Second", "Seconds")
 
@@ -65,8 +66,6 @@ def actor_processes(wait_s: float = 15.0) -> list[int]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
-
-
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,22 @@ from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
 @dataclass(kw_only=True)
 class PromptDataSection:
-    """The prompts (or fixed pairs) training reads, one batch per step."""
+    """The prompts (or fixed pairs) training reads, one batch per step. Training and
+    validation name their data the same way: ``math_paths`` and ``chat_paths``."""
 
-    paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "train.jsonl"])
-    """JSONL with ``prompt`` (and ``answer`` for math)."""
-    task: Literal["math", "chat"] = "math"
-    """``math``: verifiable, Figure 4 template, Math-Verify reward (binary, random correct vs
-    incorrect pairs). ``chat``: non-verifiable, Figure 5 template, ``reward.model`` (scalar,
-    best vs worst)."""
+    math_paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "train.jsonl"])
+    """Verifiable prompts, JSONL with ``prompt`` and ``answer``: Figure 4 template,
+    Math-Verify reward (binary: a random correct against a random incorrect rollout)."""
     chat_paths: list[Path] = field(default_factory=list)
-    """Chat prompts (JSONL ``prompt``) mixed into the batches of a math run (§3.3, combined
-    task): each prompt is scored by its own reward and paired by its own rule."""
+    """Non-verifiable prompts, JSONL with ``prompt``: Figure 5 template, ``reward.model``
+    (scalar: the best against the worst rollout). Both lists set: one combined task
+    (§3.3), each prompt scored by its own reward and paired by its own rule."""
     chat_fraction: float | None = None
-    """Share of chat prompts in the mix (paper: 50k WildChat of 150k = 1/3; the larger side is
-    subsampled with common.seed). null: every prompt of both."""
+    """Share of chat prompts in a combined mix (paper: 50k WildChat of 150k = 1/3; the
+    larger side is subsampled with common.seed). null: every prompt of both."""
     pairs_path: Path | None = None
-    """Offline DPO form (b): JSONL with ``prompt``, ``chosen``, ``rejected``; no generation."""
+    """Offline DPO form (b): JSONL with ``prompt``, ``chosen``, ``rejected``; no
+    generation (then ``math_paths`` and ``chat_paths`` are not read)."""
     batch_size: int = 8
     """Prompts per optimizer step, over all data-parallel ranks together (the paper's
     batch): each rank takes batch_size / dp_size, in
@@ -39,6 +39,13 @@ class PromptDataSection:
     """Longer prompts are counted skips. Default: model max_seq_len − generator.max_gen_len."""
     shuffle_window: int = 10_000
     """Prompts shuffled together (seeded by common.seed)."""
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        """The tasks training reads prompts of (none for fixed pairs)."""
+        if self.pairs_path is not None:
+            return frozenset()
+        return frozenset(t for t, paths in (("math", self.math_paths), ("chat", self.chat_paths)) if paths)
 
 
 @dataclass(kw_only=True)
@@ -57,8 +64,9 @@ class RolloutGeneratorSection:
     """Nucleus sampling mass for rollouts (paper §3: 1.0)."""
     max_gen_len: int = 512
     """Longest rollout in tokens; a longer one is cut (not finished: no EOS is trained)."""
-    batch_size: int = 64
-    """``local``: prompts per sampler call (memory knob, not a hyperparameter)."""
+    max_batch_size: int = 64
+    """``local``: at most this many prompts per sampler call (a memory knob, not a
+    hyperparameter; every ``max_batch_size`` key is one)."""
     work_ahead: bool = True
     """Right after a sync, hand the generator the prompts of the next s steps so it
     generates while the trainer trains (asynchronous semi-online; same samples either way)."""
@@ -90,54 +98,89 @@ class RolloutGeneratorSection:
 
 
 @dataclass(kw_only=True)
-class RewardSection:
-    """Math-Verify (math prompts) and the reward model (chat prompts)."""
+class MathRewardSection:
+    """Math-Verify, for math prompts: a process pool whose SIGALRM timeouts work."""
 
-    math_timeout_s: float = 5.0
-    """Math-Verify time per response; past it the reward fails (counted, never 0)."""
+    timeout_s: float = 5.0
+    """Time per response; past it the reward fails (counted, never 0)."""
     num_workers: int | None = None
-    """Math-Verify worker processes (default: the machine's cores)."""
-    model: str | None = None
-    """Reward model for ``chat`` prompts: an asset card (e.g. ``athene_rm_8b``) or a local
-    HF sequence-classification folder. It runs in Ray actors."""
-    model_replicas: int = 1
-    """Reward-model actors; a step's items are split over them."""
-    model_num_cpus: float = 1.0
-    """Ray CPUs per reward-model actor (also its torch threads)."""
-    model_device: str = "cpu"
-    """``cuda``: each replica gets one GPU from Ray."""
-    model_batch_size: int = 8
-    """Texts per reward-model forward pass (memory knob)."""
-    model_max_length: int | None = None
-    """Longer prompt+response texts get no reward (a counted failure), never a truncated one."""
-    model_timeout_s: float = 300.0
-    """A reward-model call slower than this fails its items (counted, never read as 0)."""
+    """Worker processes (default: the machine's cores)."""
 
 
 @dataclass(kw_only=True)
-class LossSection:
-    """The objective and its coefficients (paper Eqs. 1, 3, 4; Table 4)."""
+class RewardModelSection:
+    """The reward model, for chat prompts: HF sequence-classification models in Ray actors."""
 
-    name: Literal["dpo", "group_dpo", "grpo", "group_dpo_grpo"] = "dpo"
-    """``dpo`` (Eq. 3), ``group_dpo`` (Eq. 4), ``grpo`` (Eq. 1), ``group_dpo_grpo`` (§4.2)."""
+    name: str | None = None
+    """An asset card (e.g. ``athene_rm_8b``) or a local HF sequence-classification folder."""
+    replicas: int = 1
+    """Actors; a step's items are split over them."""
+    num_cpus: float = 1.0
+    """Ray CPUs per actor (also its torch threads)."""
+    device: str = "cpu"
+    """``cuda``: each replica gets one GPU from Ray."""
+    max_batch_size: int = 8
+    """At most this many texts per forward pass (a memory knob)."""
+    max_length: int | None = None
+    """Longer prompt+response texts get no reward (a counted failure), never a truncated one."""
+    timeout_s: float = 300.0
+    """A call slower than this fails its items (counted, never read as 0)."""
+
+
+@dataclass(kw_only=True)
+class RewardSection:
+    """Math-Verify (math prompts) and the reward model (chat prompts)."""
+
+    math: MathRewardSection = field(default_factory=MathRewardSection)
+    model: RewardModelSection = field(default_factory=RewardModelSection)
+
+
+@dataclass(kw_only=True)
+class DPOSection:
+    """DPO's pairs (Eq. 3), also the pairs GroupDPO averages over (Eq. 4)."""
+
     beta: float = 0.1
-    """DPO β (Eq. 3); for ``grpo`` the KL coefficient (Table 4: 0.001)."""
+    """β of the log-ratio margin (Table 4: 0.1 verifiable, 0.01 non-verifiable)."""
     length_normalize: bool = False
-    """DPO on per-token (length-normalised) log-probs."""
+    """Compare per-token (length-normalised) log-ratios instead of summed ones."""
     nll_scale: float = 0.0
     """Weight of an NLL term on the chosen response (0 = off)."""
     nll_length_normalize: bool = False
     """Divide the NLL term by the chosen response's length."""
-    grpo_beta: float = 0.0
-    """KL coefficient of the GRPO term of ``group_dpo_grpo``."""
-    grpo_alpha: float = 0.01
-    """α of GroupDPO + α·GRPO (§4.2)."""
-    grpo_length_normalize: bool = False
-    """GRPO: divide each sequence's sum by its length (default: sequence-summed, Eq. 1)."""
+
+
+@dataclass(kw_only=True)
+class GRPOSection:
+    """GRPO (Eq. 1), also the GRPO term of ``group_dpo_grpo``."""
+
+    kl_beta: float = 0.001
+    """Coefficient of the k3 KL to the reference (Table 4: 0.001; 0 = no reference)."""
+    length_normalize: bool = False
+    """Divide each sequence's sum by its length (default: sequence-summed, Eq. 1)."""
     normalize_advantage_std: bool = False
-    """GRPO: divide advantages by the group's std (paper: off)."""
+    """Divide advantages by the group's std (paper: off)."""
+
+
+@dataclass(kw_only=True)
+class GroupDPOGRPOSection:
+    """§4.2: L = L_GroupDPO + α · L_GRPO (the parts are set in ``loss.dpo``, ``loss.grpo``)."""
+
+    alpha: float = 0.01
+    """α (§4.2: 0.01 or 0.001)."""
+
+
+@dataclass(kw_only=True)
+class LossSection:
+    """The objective (paper Eqs. 1, 3, 4; Table 4): each one reads its own section."""
+
+    name: Literal["dpo", "group_dpo", "grpo", "group_dpo_grpo"] = "dpo"
+    """``dpo`` (Eq. 3: ``loss.dpo``), ``group_dpo`` (Eq. 4: ``loss.dpo``), ``grpo`` (Eq. 1:
+    ``loss.grpo``), ``group_dpo_grpo`` (§4.2: all three sections)."""
+    dpo: DPOSection = field(default_factory=DPOSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    group_dpo_grpo: GroupDPOGRPOSection = field(default_factory=GroupDPOGRPOSection)
     entropy_coef: float = 0.0
-    """Weight of the mean negative entropy of rollout tokens (§4.2; 0 = off)."""
+    """Any objective: weight of the mean negative entropy of rollout tokens (§4.2; 0 = off)."""
     importance_sampling: Literal["none", "truncated"] = "none"
     """Correction for rollouts sampled by the generator's copy of the policy (older
     weights, other kernels): ``truncated`` weights GRPO's tokens by min(π/μ, C) and DPO's
@@ -145,11 +188,6 @@ class LossSection:
     ``grpo`` only. Paper: none."""
     importance_cap: float = 2.0
     """C, the cap of the truncated importance weights."""
-
-    @property
-    def needs_reference(self) -> bool:
-        """Every DPO variant does; GRPO only for its KL term (β ≠ 0)."""
-        return self.name != "grpo" or self.beta != 0.0
 
 
 @dataclass(kw_only=True)
@@ -183,8 +221,8 @@ class ValidationSection:
     """Nucleus mass (paper §3 evaluation: 0.9)."""
     max_gen_len: int | None = None
     """Answer length limit in tokens. Default: ``generator.max_gen_len``."""
-    batch_size: int = 32
-    """Prompts per sampler call and per validation step (memory knob)."""
+    max_batch_size: int = 32
+    """At most this many prompts per sampler call and per validation step (a memory knob)."""
     sampler: Literal["auto", "policy", "generator"] = "auto"
     """``policy``: fairseq2's sampler on the trainer's model. ``generator``: the rollout
     generator (vLLM), synced first to the weights being validated; it needs every
@@ -192,7 +230,7 @@ class ValidationSection:
     of a finite s), so the sync is the one the next step makes anyway and the
     semi-online schedule is unchanged. ``auto``: ``generator`` when the backend is vllm
     and that holds, else ``policy``. Either way validation never sees stale weights."""
-    length_normalization: Literal["mean_ratio", "none"] = "mean_ratio"
+    length_normalize: Literal["mean_ratio", "none"] = "mean_ratio"
     """``reward_len_norm``: ``mean_ratio`` = mean reward / mean response length in tokens over
     the whole set (the reading of the paper's authors' code; with negative rewards it
     favours long answers, and the run log says so); ``none`` = the mean reward."""

@@ -70,21 +70,45 @@ def mixed_demo(out: Path, preset: str, start: float) -> None:
     rows = []
     for label, when in (("seed model (tiny_mixed_sft)", "before"), (f"after {preset} (best: step {step})", "after")):
         m, c = _result(out / f"math_{when}"), _result(out / f"chat_{when}")
-        rows.append((label, m["accuracy"], m["accuracy_stderr"], c["mean_reward"], c["reward_stderr"], _chat_quality(out / f"chat_{when}")))
+        rows.append(
+            (
+                label,
+                m["accuracy"],
+                m["accuracy_stderr"],
+                c["mean_reward"],
+                c["reward_stderr"],
+                _chat_quality(out / f"chat_{when}"),
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print()
     print("Held-out test sets: 300 math problems (accuracy, N=16) and 300 chat prompts (N=4), T 0.6, top-p 0.9.")
-    print("Chat: the tiny reward model's reward, and the synthetic preference its pairs came from (0-2; RL never sees it).")
+    print(
+        "Chat: the tiny reward model's reward, and the synthetic preference its pairs came from (0-2; RL never sees it)."
+    )
     print("'both met': answers that meet both constraints their prompt states.")
     print(f"  {'':<{width}}  {'math acc. %':>12}  {'chat reward':>14}  {'chat quality':>12}  {'both met':>9}")
     for label, acc, acc_se, reward, reward_se, q in rows:
-        print(f"  {label:<{width}}  {100 * acc:6.1f} ± {100 * acc_se:3.1f}  {reward:7.3f} ± {reward_se:.3f}  "
-              f"{q['quality']:12.2f}  {100 * q['both_met']:8.1f}%")  # fmt: skip
+        print(
+            f"  {label:<{width}}  {100 * acc:6.1f} ± {100 * acc_se:3.1f}  {reward:7.3f} ± {reward_se:.3f}  "
+            f"{q['quality']:12.2f}  {100 * q['both_met']:8.1f}%"
+        )
     minutes = (time.perf_counter() - start) / 60
-    summary = [{"model": label, "math_accuracy": acc, "math_accuracy_stderr": acc_se, "chat_reward": reward,
-                "chat_reward_stderr": reward_se, "chat_quality": q["quality"], "chat_both_met": q["both_met"]}
-               for label, acc, acc_se, reward, reward_se, q in rows]  # fmt: skip
-    (out / "summary.json").write_text(json.dumps({"rows": summary, "best_step": step, "minutes": minutes}, indent=2) + "\n")
+    summary = [
+        {
+            "model": label,
+            "math_accuracy": acc,
+            "math_accuracy_stderr": acc_se,
+            "chat_reward": reward,
+            "chat_reward_stderr": reward_se,
+            "chat_quality": q["quality"],
+            "chat_both_met": q["both_met"],
+        }
+        for label, acc, acc_se, reward, reward_se, q in rows
+    ]
+    (out / "summary.json").write_text(
+        json.dumps({"rows": summary, "best_step": step, "minutes": minutes}, indent=2) + "\n"
+    )
     print(f"Demo took {minutes:.1f} minutes. Metrics: {out / 'train' / 'metrics'} (train.jsonl, valid.jsonl)")
 
 
@@ -107,7 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     _cli("lm", "preference_finetune", str(out / "train"), "--preset", args.preset)
     steps = checkpoint_steps(out / "train")
     last = checkpoint_model_dir(out / "train", steps[-1])
-    _cli("lm", "evaluate", str(out / "eval_after"), "--preset", args.eval_preset, "--config", *checkpoint_overrides(last))
+    _cli(
+        "lm", "evaluate", str(out / "eval_after"), "--preset", args.eval_preset, "--config", *checkpoint_overrides(last)
+    )
 
     before, after = _result(out / "eval_before"), _result(out / "eval_after")
     minutes = (time.perf_counter() - start) / 60

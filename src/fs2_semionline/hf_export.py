@@ -42,13 +42,17 @@ class StreamingHFConverter:
     only one bucket of real tensors exists.
     """
 
-    def __init__(self, shapes: Mapping[str, tuple[tuple[int, ...], torch.dtype]], config: LLaMAConfig, family: str = "llama") -> None:
+    def __init__(
+        self, shapes: Mapping[str, tuple[tuple[int, ...], torch.dtype]], config: LLaMAConfig, family: str = "llama"
+    ) -> None:
         self._shapes = dict(shapes)
         self._config = config
         self._converter = get_hugging_face_converter(family)
 
     @staticmethod
-    def of(state_dict: Mapping[str, torch.Tensor], config: LLaMAConfig, family: str = "llama") -> "StreamingHFConverter":
+    def of(
+        state_dict: Mapping[str, torch.Tensor], config: LLaMAConfig, family: str = "llama"
+    ) -> "StreamingHFConverter":
         return StreamingHFConverter({k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}, config, family)
 
     def __call__(self, bucket: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,7 +87,9 @@ def export_hf_model(
         hf_state["score.weight"] = lm_head[reward_token : reward_token + 1].clone()
         arch = str(hf_config.arch if isinstance(hf_config.arch, str) else hf_config.arch[0])
         hf_config = dataclasses.replace(
-            hf_config, arch=arch.replace("ForCausalLM", "ForSequenceClassification"), data={**hf_config.data, "num_labels": 1}
+            hf_config,
+            arch=arch.replace("ForCausalLM", "ForSequenceClassification"),
+            data={**hf_config.data, "num_labels": 1},
         )
     save_hugging_face_model(out_dir, hf_state, hf_config)
     config_file = out_dir / "config.json"

@@ -26,9 +26,7 @@ Validation:
   that is not a real number at all (a string, ``None``-like object) raises.
 
 Reproducibility (resuming needs no saved RNG state): the caller builds one
-:class:`random.Random` per step with :func:`step_rng`, derived from
-``(seed, step_nr)`` by SHA-256, so it is the same in every interpreter whatever
-``PYTHONHASHSEED`` is. Inside :func:`select_dpo_pairs` every prompt, in prompt
+:class:`random.Random` per step with :func:`fs2_semionline.seeding.step_rng`. Inside :func:`select_dpo_pairs` every prompt, in prompt
 order and skipped or not, takes exactly one 64-bit draw from that RNG and makes
 its own choices with a private ``Random`` seeded by it. A prompt's pair thus
 depends only on (seed, step, prompt index, its own rewards): not on whether
@@ -37,7 +35,6 @@ other prompts were skipped or how many draws they needed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import random
@@ -53,8 +50,6 @@ __all__ = [
     "Pair",
     "PairSet",
     "PairingStats",
-    "step_seed",
-    "step_rng",
     "select_dpo_pairs",
     "select_pair_sets",
     "grpo_advantages",
@@ -127,34 +122,6 @@ class PairingStats:
 
 
 # ---------------------------------------------------------------------------
-# Seeding
-
-
-def step_seed(seed: int, step_nr: int) -> int:
-    """The 64-bit seed of step ``step_nr`` of a run seeded with ``seed``.
-
-    ``int.from_bytes(sha256(f"fs2_semionline.pairing:{seed}:{step_nr}")[:8], "big")``.
-    SHA-256 instead of ``hash()`` because ``hash()`` of str/tuples is salted per
-    interpreter (``PYTHONHASHSEED``), which would make a resumed run draw
-    different pairs. Changing this formula changes every pairing of old runs.
-    """
-    seed, step_nr = _as_int(seed, "seed"), _as_int(step_nr, "step_nr")
-    digest = hashlib.sha256(f"fs2_semionline.pairing:{seed}:{step_nr}".encode("ascii")).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-def step_rng(seed: int, step_nr: int) -> random.Random:
-    """A fresh RNG for one training step, a pure function of ``(seed, step_nr)``."""
-    return random.Random(step_seed(seed, step_nr))
-
-
-def _as_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    return int(value)
-
-
-# ---------------------------------------------------------------------------
 # Validation
 
 
@@ -184,16 +151,11 @@ def _valid_rewards(
             failed += 1
             continue
         if not isinstance(r, numbers.Real):
-            raise ValueError(
-                f"prompt {prompt_idx}, rollout {j}: reward must be a real number or None, got {r!r}"
-            )
+            raise ValueError(f"prompt {prompt_idx}, rollout {j}: reward must be a real number or None, got {r!r}")
         value = float(r)
         if kind == "binary":
             if value != 0.0 and value != 1.0:  # NaN fails both tests, so it raises too
-                raise ValueError(
-                    f"prompt {prompt_idx}, rollout {j}: binary reward must be 0.0, 1.0 "
-                    f"or None, got {r!r}"
-                )
+                raise ValueError(f"prompt {prompt_idx}, rollout {j}: binary reward must be 0.0, 1.0 or None, got {r!r}")
         elif not math.isfinite(value):
             failed += 1  # NaN/inf from a reward model: treated as FAILED
             continue
@@ -270,9 +232,7 @@ def select_dpo_pairs(
 # GroupDPO
 
 
-def select_pair_sets(
-    rewards: Rewards, kind: RewardKind | Sequence[RewardKind]
-) -> tuple[list[PairSet], PairingStats]:
+def select_pair_sets(rewards: Rewards, kind: RewardKind | Sequence[RewardKind]) -> tuple[list[PairSet], PairingStats]:
     """All chosen-side and all rejected-side rollouts per prompt (deterministic, no RNG).
 
     binary: (all correct, all incorrect). scalar: rollouts strictly above the

@@ -95,15 +95,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fs2-semionline plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", type=Path, default=Path("plots"), help="folder for the PNGs (default: plots)")
-    parser.add_argument("--metric", action="append", dest="metrics", help=f"repeatable; default: {', '.join(DEFAULT_METRICS)}")
+    parser.add_argument(
+        "--metric", action="append", dest="metrics", help=f"repeatable; default: {', '.join(DEFAULT_METRICS)}"
+    )
     parser.add_argument("--label", action="append", dest="labels", help="one per RUN_DIR (default: folder names)")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window in steps")
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.run_dirs):
         parser.error(f"{len(args.labels)} --label for {len(args.run_dirs)} RUN_DIRs")
     try:
-        written = plot_runs(args.run_dirs, args.out, metrics=args.metrics or DEFAULT_METRICS,
-                            labels=args.labels, smooth_window=args.smooth)  # fmt: skip
+        written = plot_runs(
+            args.run_dirs,
+            args.out,
+            metrics=args.metrics or DEFAULT_METRICS,
+            labels=args.labels,
+            smooth_window=args.smooth,
+        )
     except UserInputError as err:
         raise SystemExit(f"error: {err}") from None
     if not written:

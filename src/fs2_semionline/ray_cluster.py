@@ -43,10 +43,14 @@ class RayCluster:
             # A private loopback cluster: no token needed, nothing listens beyond 127.0.0.1.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(
-                address="local", num_cpus=section.num_cpus, num_gpus=section.num_gpus,
-                include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True,
+                address="local",
+                num_cpus=section.num_cpus,
+                num_gpus=section.num_gpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=True,
                 logging_level=logging.WARNING,
-            )  # fmt: skip
+            )
         else:
             ray.init(address=section.address, logging_level=logging.WARNING)
         self._started = True

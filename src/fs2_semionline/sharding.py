@@ -122,9 +122,29 @@ def shard_like_policy(reference: Module, trainer: Any, gangs: Any, family: Any) 
 
     mp_dtype = trainer.mixed_precision.dtype if trainer.mixed_precision.mode == "static" else None
     sharded = to_fsdp(
-        reference, gangs, apply, version="v2", mixed_precision_dtype=mp_dtype, fp32_reduce=trainer.fsdp.fp32_reduce,
-        broadcast_state=False, reshard_after_forward=trainer.fsdp.reshard_after_forward,
-    )  # fmt: skip
+        reference,
+        gangs,
+        apply,
+        version="v2",
+        mixed_precision_dtype=mp_dtype,
+        fp32_reduce=trainer.fsdp.fp32_reduce,
+        broadcast_state=False,
+        reshard_after_forward=trainer.fsdp.reshard_after_forward,
+    )
     sharded.requires_grad_(False)
     sharded.eval()
     return sharded
+
+
+def model_family(section: Any) -> Any:
+    """The fairseq2 model family of a model section's card (its FSDP layout)."""
+    from fairseq2.assets import AssetStore
+    from fairseq2.models.family import ModelFamily, get_model_family_name
+    from fairseq2.runtime.dependency import get_dependency_resolver
+
+    resolver = get_dependency_resolver()
+    if section.name is not None:
+        name = get_model_family_name(resolver.resolve(AssetStore).retrieve_card(section.name))
+    else:
+        name = section.family
+    return resolver.resolve(ModelFamily, key=name)

@@ -50,8 +50,12 @@ def _evaluate(out_dir: Path, num_samples: int, checkpoint: Path | None) -> dict[
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, nargs="?", default=Path("study_out"))
-    parser.add_argument("--backend", choices=("local", "vllm"), default="local",
-                        help="rollout generator (local: fairseq2's sampler, fastest on a small CPU)")  # fmt: skip
+    parser.add_argument(
+        "--backend",
+        choices=("local", "vllm"),
+        default="local",
+        help="rollout generator (local: fairseq2's sampler, fastest on a small CPU)",
+    )
     parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--steps", type=int, default=80)
     args = parser.parse_args(argv)
@@ -63,8 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     for label, preset, overrides in METHODS:
         run = out / _slug(label)
         t0 = time.perf_counter()
-        _cli("lm", "preference_finetune", str(run / "train"), "--preset", preset, "--config",
-             f"generator.backend={args.backend}", f"regime.num_steps={args.steps}", *overrides)  # fmt: skip
+        _cli(
+            "lm",
+            "preference_finetune",
+            str(run / "train"),
+            "--preset",
+            preset,
+            "--config",
+            f"generator.backend={args.backend}",
+            f"regime.num_steps={args.steps}",
+            *overrides,
+        )
         train_minutes = (time.perf_counter() - t0) / 60
         checkpoint = checkpoint_model_dir(run / "train", checkpoint_steps(run / "train")[-1])
         rows.append((label, _evaluate(run / "eval", args.num_samples, checkpoint), train_minutes))
@@ -80,17 +93,32 @@ def main(argv: list[str] | None = None) -> None:
     for label, result, minutes in rows:
         delta = "" if minutes is None else f"{100 * (result['accuracy'] - seed_acc):+.1f}"
         took = "" if minutes is None else f"{minutes:.1f}"
-        lines.append(f"| {label} | {100 * result['accuracy']:.1f} ± {100 * result['accuracy_stderr']:.1f} | {delta} | {took} |")
+        lines.append(
+            f"| {label} | {100 * result['accuracy']:.1f} ± {100 * result['accuracy_stderr']:.1f} | {delta} | {took} |"
+        )
     total = (time.perf_counter() - start) / 60
     lines += ["", f"Study took {total:.1f} minutes."]
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(
-        {"backend": args.backend, "steps": args.steps, "num_samples": args.num_samples, "minutes": total,
-         "rows": [{"method": label, **result, "train_minutes": minutes} for label, result, minutes in rows]},
-        indent=2) + "\n")  # fmt: skip
-    plot_runs([out / _slug(label) / "train" for label, _, _ in METHODS], out / "plots",
-              labels=[label for label, _, _ in METHODS], smooth_window=5)  # fmt: skip
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "backend": args.backend,
+                "steps": args.steps,
+                "num_samples": args.num_samples,
+                "minutes": total,
+                "rows": [{"method": label, **result, "train_minutes": minutes} for label, result, minutes in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    plot_runs(
+        [out / _slug(label) / "train" for label, _, _ in METHODS],
+        out / "plots",
+        labels=[label for label, _, _ in METHODS],
+        smooth_window=5,
+    )
     print()
     print(table, end="")
     print(f"Table, results and curves: {out}")

@@ -38,7 +38,16 @@ from fs2_semionline.data.math_task import NAMES, THINGS
 from fs2_semionline.data.synthetic import unique_splits, write_jsonl
 
 _ASKS = ("Tell me about {name} and the {thing} {place}.", "Write about {name} and the {thing} {place}.")
-_PLACES = ("at home", "at school", "in the park", "on the bus", "at the shop", "in the garden", "at the beach", "in the kitchen")
+_PLACES = (
+    "at home",
+    "at school",
+    "in the park",
+    "on the bus",
+    "at the shop",
+    "in the garden",
+    "at the beach",
+    "in the kitchen",
+)
 # Sentences of the answers: with a number ({n}) and without.
 _WITH_NUMBER = ("{name} has {n} {thing}.", "{name} gets {n} more {thing}.", "A box holds {n} {thing} for {name}.")
 _WITHOUT_NUMBER = ("{name} keeps the {thing} in a box.", "{name} likes the {thing}.", "The {thing} make {name} happy.")
@@ -156,7 +165,9 @@ def read_prompts(path: Path) -> list[ChatPrompt]:
     out = []
     for record in iter_jsonl(Path(path)):
         d = record.data
-        out.append(ChatPrompt(str(d["prompt"]), str(d["name"]), str(d["thing"]), bool(d["numbers"]), int(d["sentences"])))  # type: ignore[call-overload]
+        out.append(
+            ChatPrompt(str(d["prompt"]), str(d["name"]), str(d["thing"]), bool(d["numbers"]), int(d["sentences"]))
+        )  # type: ignore[call-overload]
     return out
 
 

@@ -16,20 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fs2_semionline.errors import UserInputError
-
-
-class DataFileError(UserInputError):
-    """A data file is malformed; the message names file, line and field."""
-
-    def __init__(self, path: Path, line_nr: int, message: str, field_name: str | None = None) -> None:
-        where = f"{path}:{line_nr}"
-        if field_name is not None:
-            where += f": field '{field_name}'"
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line_nr = line_nr
-        self.field_name = field_name
+from fs2_semionline.errors import DataFileError
 
 
 @dataclass(frozen=True)
@@ -47,9 +34,7 @@ class JsonlRecord:
         if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, str):
-            raise DataFileError(
-                self.path, self.line_nr, f"expected a string, got {type(value).__name__}", name
-            )
+            raise DataFileError(self.path, self.line_nr, f"expected a string, got {type(value).__name__}", name)
         return value
 
 
@@ -76,7 +61,9 @@ def iter_jsonl(path: Path) -> Iterator[JsonlRecord]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as ex:
                 raise DataFileError(
-                    path, line_nr, f"not valid UTF-8 (byte {ex.start + 1} of the line: {raw[ex.start:ex.start + 1]!r})"
+                    path,
+                    line_nr,
+                    f"not valid UTF-8 (byte {ex.start + 1} of the line: {raw[ex.start : ex.start + 1]!r})",
                 ) from None
             if not text.strip():
                 continue
@@ -127,9 +114,7 @@ def load_prompts(
             if len(token_ids) > max_prompt_len:
                 report.skipped["prompt_too_long"] += 1
                 continue
-            examples.append(
-                PromptExample(prompt, text, token_ids, answer, task, f"{record.path}:{record.line_nr}")
-            )
+            examples.append(PromptExample(prompt, text, token_ids, answer, task, f"{record.path}:{record.line_nr}"))
     return examples
 
 

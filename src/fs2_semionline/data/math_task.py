@@ -60,37 +60,40 @@ def make_problem(rng: random.Random, level: int) -> MathProblem:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     if level == 1:
         a, b = _operand(rng), _operand(rng)
-        text = rng.choice((
-            f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
-            f"What is {a} plus {b}?",
-            f"A box holds {a} {thing} and another holds {b}. How many {thing} are there in total?",
-        ))
+        text = rng.choice(
+            (
+                f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
+                f"What is {a} plus {b}?",
+                f"A box holds {a} {thing} and another holds {b}. How many {thing} are there in total?",
+            )
+        )
         work, value = f"{a} + {b} = {a + b}.", Fraction(a + b)
     elif level == 2:
         a, b = _operand(rng), _operand(rng)
-        text = rng.choice((
-            f"The temperature was {a} degrees and fell by {b} degrees. What is the temperature now?",
-            f"What is {a} minus {b}?",
-            f"{name} had {a} dollars and spent {b} dollars. What is the balance of {name} now?",
-        ))
+        text = rng.choice(
+            (
+                f"The temperature was {a} degrees and fell by {b} degrees. What is the temperature now?",
+                f"What is {a} minus {b}?",
+                f"{name} had {a} dollars and spent {b} dollars. What is the balance of {name} now?",
+            )
+        )
         work, value = f"{a} - {b} = {a - b}.", Fraction(a - b)
     elif level == 3:
         n = _operand(rng)
         d, word = rng.choice(((2, "half"), (3, "a third"), (4, "a quarter")))
         value = Fraction(n, d)
         gold, latex = _fraction_text(value)
-        text = rng.choice((
-            f"What is {word} of {n}?",
-            f"A rope of {n} meters is cut into {d} equal pieces. How long is each piece in meters?",
-        ))
+        text = rng.choice(
+            (
+                f"What is {word} of {n}?",
+                f"A rope of {n} meters is cut into {d} equal pieces. How long is each piece in meters?",
+            )
+        )
         work = f"{n} / {d} = {latex}."
         return MathProblem(text, gold, level, f"{work} {final_answer_sentence(latex)}")
     elif level == 4:
         a, b, c = _operand(rng), _operand(rng), _operand(rng)
-        text = (
-            f"{name} has {a} {thing}, gets {b} more and gives away {c}. "
-            f"How many {thing} does {name} have now?"
-        )
+        text = f"{name} has {a} {thing}, gets {b} more and gives away {c}. How many {thing} does {name} have now?"
         work, value = f"{a} + {b} = {a + b}. {a + b} - {c} = {a + b - c}.", Fraction(a + b - c)
     else:
         raise ValueError(f"unknown level {level}; levels are {sorted(LEVEL_WEIGHTS)}")
@@ -98,12 +101,12 @@ def make_problem(rng: random.Random, level: int) -> MathProblem:
     return MathProblem(text, gold, level, f"{work} {final_answer_sentence(latex)}")
 
 
-def generate_splits(
-    seed: int, num_train: int, num_valid: int, num_test: int
-) -> dict[str, list[MathProblem]]:
+def generate_splits(seed: int, num_train: int, num_valid: int, num_test: int) -> dict[str, list[MathProblem]]:
     """Unique problems, shuffled, then cut into disjoint train/valid/test by prompt text."""
     levels, weights = zip(*LEVEL_WEIGHTS.items())
-    return unique_splits(lambda rng: make_problem(rng, rng.choices(levels, weights)[0]), seed, num_train, num_valid, num_test)
+    return unique_splits(
+        lambda rng: make_problem(rng, rng.choices(levels, weights)[0]), seed, num_train, num_valid, num_test
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

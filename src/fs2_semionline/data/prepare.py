@@ -630,7 +630,9 @@ def resolve_dataset_dir(name: str, *, store: AssetStore | None = None) -> Path:
         store = get_asset_store()
     card = store.maybe_retrieve_card(name)
     if card is None:
-        raise ConfigError(f"no fairseq2 asset card named {name!r} (dataset cards: numinamath, wildchat, math500, amc23)")
+        raise ConfigError(
+            f"no fairseq2 asset card named {name!r} (dataset cards: numinamath, wildchat, math500, amc23)"
+        )
     data_path = card.maybe_get_field("data_path")
     if data_path is None or data_path.value is None:
         command = card.maybe_get_field("prepare_command")

@@ -29,8 +29,7 @@ ANSWER_SUFFIX = "The final answer is $\\boxed{{{answer}}}$. I hope it is correct
 def chat_prompt(user_message: str) -> str:
     """One user turn, ending with the assistant header the model continues from."""
     return (
-        f"{BEGIN_OF_TEXT}{START_HEADER}user{END_HEADER}\n\n{user_message}{EOT}"
-        f"{START_HEADER}assistant{END_HEADER}\n\n"
+        f"{BEGIN_OF_TEXT}{START_HEADER}user{END_HEADER}\n\n{user_message}{EOT}{START_HEADER}assistant{END_HEADER}\n\n"
     )
 
 

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fs2_semionline.data.jsonl import DataFileError, PromptExample, iter_jsonl
+from fs2_semionline.data.jsonl import PromptExample, iter_jsonl
+from fs2_semionline.errors import DataFileError
 from fs2_semionline.generation.protocol import Completion, Sampler, SamplingConfig
 
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")
@@ -133,18 +134,25 @@ def length_normalised_reward(mean_reward: float, mean_len: float, mode: str) -> 
     if mode == "none":
         return mean_reward
     if mode != "mean_ratio":
-        raise ValueError(f"unknown validation.length_normalization {mode!r}")
+        raise ValueError(f"unknown validation.length_normalize {mode!r}")
     return mean_reward / mean_len if mean_len > 0 else math.nan
 
 
 def reward_summary(
     generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]], length_normalization: str
 ) -> dict[str, object]:
-    scored = [(r, len(c.token_ids)) for g, rs in zip(generations, rewards) for c, r in zip(g.completions, rs) if r is not None]
+    scored = [
+        (r, len(c.token_ids)) for g, rs in zip(generations, rewards) for c, r in zip(g.completions, rs) if r is not None
+    ]
     per_prompt = [sum(v) / len(v) for v in ([r for r in rs if r is not None] for rs in rewards) if v]
     num_failed = sum(r is None for rs in rewards for r in rs)
     if not scored:
-        return {"mean_reward": math.nan, "reward_stderr": math.nan, "reward_len_norm": math.nan, "num_failed_rewards": num_failed}
+        return {
+            "mean_reward": math.nan,
+            "reward_stderr": math.nan,
+            "reward_len_norm": math.nan,
+            "num_failed_rewards": num_failed,
+        }
     mean = sum(r for r, _ in scored) / len(scored)
     mean_len = sum(n for _, n in scored) / len(scored)
     if len(per_prompt) > 1:
@@ -165,7 +173,9 @@ def score_chat(generations: Sequence[ChatGeneration], reward_model: Any) -> list
     from fs2_semionline.rewards.routing import score_responses
 
     return score_responses(
-        [g.example for g in generations], [[c.text for c in g.completions] for g in generations], reward_model=reward_model
+        [g.example for g in generations],
+        [[c.text for c in g.completions] for g in generations],
+        reward_model=reward_model,
     )
 
 
@@ -196,7 +206,12 @@ def generation_records(
 def alpaca_eval_records(generations: Sequence[ChatGeneration], generator: str) -> list[dict[str, object]]:
     """AlpacaEval 2.0 ``model_outputs``: the first sample of every prompt."""
     return [
-        {"instruction": g.example.prompt, "output": g.completions[0].text, "generator": generator, "dataset": g.ids.dataset}
+        {
+            "instruction": g.example.prompt,
+            "output": g.completions[0].text,
+            "generator": generator,
+            "dataset": g.ids.dataset,
+        }
         for g in generations
     ]
 

@@ -61,15 +61,17 @@ def evaluate_math(
             row.append(verdict.reward)
             lengths.append(len(completion.token_ids))
             num_unfinished += not completion.finished
-            records.append({
-                "source": example.source,
-                "sample": k,
-                "answer": example.answer,
-                "response": completion.text,
-                "status": verdict.status,
-                "reason": verdict.reason,
-                "extracted": verdict.extracted,
-            })
+            records.append(
+                {
+                    "source": example.source,
+                    "sample": k,
+                    "answer": example.answer,
+                    "response": completion.text,
+                    "status": verdict.status,
+                    "reason": verdict.reason,
+                    "extracted": verdict.extracted,
+                }
+            )
         rewards.append(row)
     return MathEvalResult(
         accuracy=accuracy_over_sample_sets(rewards),

@@ -37,9 +37,7 @@ class EvalSet:
         return {"name": self.name, "data": str(self.path)}
 
 
-def load_eval_sets(
-    paths: Sequence[Path], *, task: TaskName, encode: Callable[[str], list[int]]
-) -> list[EvalSet]:
+def load_eval_sets(paths: Sequence[Path], *, task: TaskName, encode: Callable[[str], list[int]]) -> list[EvalSet]:
     """Reads every file completely before the model loads, so a bad line anywhere costs
     seconds, not a model load. Length limits come later (:func:`drop_long_prompts`),
     once the model's ``max_seq_len`` is known. Math: Figure 4 template, ``answer``

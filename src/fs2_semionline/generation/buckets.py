@@ -58,7 +58,9 @@ def flatten_bucket(state_dict: Mapping[str, torch.Tensor], bucket: Bucket, devic
     return torch.cat([state_dict[m.name].detach().reshape(-1).to(device, bucket.dtype) for m in bucket.metas])
 
 
-def unflatten_bucket(buffer: torch.Tensor, metas: tuple[TensorMeta, ...] | list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
+def unflatten_bucket(
+    buffer: torch.Tensor, metas: tuple[TensorMeta, ...] | list[TensorMeta]
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, view) pairs over ``buffer``, as vLLM's ``load_weights`` takes them."""
     offset = 0
     for m in metas:

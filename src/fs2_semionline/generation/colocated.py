@@ -42,8 +42,9 @@ class ColocatedVLLMGenerator:
     ) -> None:
         self._to_hf = to_hf
         self._sleeps = bool(engine_args.get("enable_sleep_mode", False))
-        self._engine = VLLMEngine(model_dir, seed=seed, max_model_len=max_model_len, engine_args=engine_args,
-                                  in_process=True)  # fmt: skip
+        self._engine = VLLMEngine(
+            model_dir, seed=seed, max_model_len=max_model_len, engine_args=engine_args, in_process=True
+        )
         self._asleep = False
         self._version = 0
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from fairseq2.assets import AssetStore
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.models.clm import CausalLM
@@ -18,7 +17,6 @@ from fs2_semionline.config import RolloutGeneratorSection
 from fs2_semionline.errors import ConfigError
 from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.generation.protocol import Generator
-
 
 # Of the device's memory, what a colocated engine takes (weights + KV cache) unless
 # generator.engine_args says otherwise; the trainer (weights, grads, optimizer states,
@@ -48,7 +46,7 @@ def create_generator(
     if config.backend == "local":
         if seed_state is not None:
             raise ConfigError("generator.backend=local cannot start from a sharded policy: use a reference model")
-        return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.batch_size)
+        return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.max_batch_size)
 
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
@@ -71,8 +69,13 @@ def create_generator(
 
     model_dir = work_dir / "generator_seed_hf"
     source = seed_state if seed_state is not None else seed_model.state_dict()
-    state = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype) for k, v in source.items()}
-    export_hf_model(state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir, family=family_name)
+    state = {
+        k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype)
+        for k, v in source.items()
+    }
+    export_hf_model(
+        state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir, family=family_name
+    )
     to_hf = StreamingHFConverter.of(state, model_config, family_name)
     del state, source
 
@@ -85,21 +88,73 @@ def create_generator(
 
         if cuda_available():  # the trainer keeps the rest of the device
             engine_args.setdefault("gpu_memory_utilization", COLOCATED_GPU_MEMORY_UTILIZATION)
-        return ColocatedVLLMGenerator(model_dir, to_hf=to_hf, max_model_len=max_model_len, seed=seed, engine_args=engine_args)
+        return ColocatedVLLMGenerator(
+            model_dir, to_hf=to_hf, max_model_len=max_model_len, seed=seed, engine_args=engine_args
+        )
 
     options = ReplicaOptions(
-        replicas=config.replicas, tensor_parallel_size=config.tensor_parallel_size,
-        num_cpus=config.num_cpus_per_replica, engine_args=engine_args,
-        sync_timeout_s=config.sync_timeout_s, generate_timeout_s=config.generate_timeout_s,
+        replicas=config.replicas,
+        tensor_parallel_size=config.tensor_parallel_size,
+        num_cpus=config.num_cpus_per_replica,
+        engine_args=engine_args,
+        sync_timeout_s=config.sync_timeout_s,
+        generate_timeout_s=config.generate_timeout_s,
         max_restarts=config.max_restarts,
-    )  # fmt: skip
+    )
     return RayVLLMGenerator(
-        model_dir, to_hf=to_hf, options=options, max_model_len=max_model_len, seed=seed,
+        model_dir,
+        to_hf=to_hf,
+        options=options,
+        max_model_len=max_model_len,
+        seed=seed,
         sync_bucket_bytes=config.sync_bucket_mb << 20,
-    )  # fmt: skip
+    )
 
 
 def _local_dir(path: str) -> Path:
     """The tokenizer card's folder (vLLM reads the HF tokenizer files beside the weights)."""
     p = Path(path)
     return p if p.is_dir() else p.parent
+
+
+def serving_dtype(generator: RolloutGeneratorSection, trainer: Any, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the generator serves in (``generator.dtype: auto``): the trainer's
+    compute dtype, bf16 under static mixed precision, else the policy's dtype."""
+    if generator.dtype != "auto":
+        return getattr(torch, generator.dtype)  # type: ignore[no-any-return]
+    mp = trainer.mixed_precision
+    if mp.mode == "static" and mp.dtype is not None:
+        return mp.dtype  # type: ignore[no-any-return]
+    return model_dtype
+
+
+class RestoreThreads:
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+
+    def close(self) -> None:
+        torch.set_num_threads(self._threads)
+
+
+def share_cpu_with_generator(
+    generator: RolloutGeneratorSection, ray_address: str | None, ray_cpus: int | None
+) -> RestoreThreads:
+    """On a CPU-only machine running its own Ray cluster, the engines' threads and the
+    trainer's would otherwise oversubscribe the cores and stall the generator exactly
+    when it should work ahead: the trainer keeps the cores the replicas do not hold.
+    Closing the result restores the trainer's thread count."""
+    import math
+    import os
+
+    from fairseq2.logging import log
+
+    restore = RestoreThreads(torch.get_num_threads())
+    if torch.cuda.is_available() or ray_address is not None:
+        return restore
+    cores = ray_cpus or os.cpu_count() or 1
+    held = math.ceil(generator.replicas * generator.num_cpus_per_replica)
+    threads = max(1, cores - held)
+    if threads < torch.get_num_threads():
+        log.info("CPU only: the trainer uses {} of {} cores, the generator replicas {}", threads, cores, held)
+        torch.set_num_threads(threads)
+    return restore

@@ -110,15 +110,18 @@ class ProcessGroupWeightSender:
         port = free_port(host)
         world_size = 1 + len(actors) * self._tp
         refs = [
-            a.collective_rpc.remote("init_weight_sync_group", host, port, 1 + i * self._tp, world_size,
-                                    self._backend, self._timeout_s)  # fmt: skip
+            a.collective_rpc.remote(
+                "init_weight_sync_group", host, port, 1 + i * self._tp, world_size, self._backend, self._timeout_s
+            )
             for i, a in enumerate(actors)
         ]
         try:
             self._group = SyncGroup(host, port, 0, world_size, self._backend, self._timeout_s)
         except Exception as err:
             wait_all(refs, actors, self._timeout_s, "joining the weight-sync group")  # names a dead/slow replica
-            raise GeneratorError(f"joining the weight-sync group ({self._backend}, {host}:{port}) failed: {err}") from err
+            raise GeneratorError(
+                f"joining the weight-sync group ({self._backend}, {host}:{port}) failed: {err}"
+            ) from err
         wait_all(refs, actors, self._timeout_s, "joining the weight-sync group")
 
     def send(self, hf_state: Mapping[str, torch.Tensor], actors: Sequence[Any], timeout_s: float | None = None) -> None:
@@ -144,8 +147,11 @@ class ProcessGroupWeightSender:
         import ray
 
         if self._group is not None and actors:
-            ray.wait([a.collective_rpc.remote("close_weight_sync_group") for a in actors],
-                     num_returns=len(actors), timeout=self._timeout_s)  # fmt: skip
+            ray.wait(
+                [a.collective_rpc.remote("close_weight_sync_group") for a in actors],
+                num_returns=len(actors),
+                timeout=self._timeout_s,
+            )
         self._group = None
 
 

@@ -62,9 +62,12 @@ class VLLMEngine:
         args = {**(GPU_ENGINE_ARGS if cuda_available() else CPU_ENGINE_ARGS), **(engine_args or {})}
         self._in_process = in_process
         self._llm = LLM(
-            model=str(model_dir), seed=seed, max_model_len=max_model_len,
-            worker_extension_cls=WORKER_EXTENSION, **args,
-        )  # fmt: skip
+            model=str(model_dir),
+            seed=seed,
+            max_model_len=max_model_len,
+            worker_extension_cls=WORKER_EXTENSION,
+            **args,
+        )
 
     def generate(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seeds: Sequence[int]
@@ -77,9 +80,13 @@ class VLLMEngine:
         eos = self._llm.get_tokenizer().eos_token_id
         params = [
             SamplingParams(
-                n=num_rollouts, temperature=sampling.temperature, top_p=sampling.top_p,
-                max_tokens=sampling.max_gen_len, seed=s, logprobs=0,
-            )  # fmt: skip
+                n=num_rollouts,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_gen_len,
+                seed=s,
+                logprobs=0,
+            )
             for s in seeds
         ]
         outputs = self._llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
@@ -120,4 +127,3 @@ class VLLMEngine:
 
     def reset_prefix_cache(self) -> None:
         self._llm.reset_prefix_cache()
-

@@ -50,7 +50,9 @@ class ReplicaOptions:
 class GeneratorActor:
     """The Ray actor's body (``ray.remote`` is applied in :func:`_actor_class`)."""
 
-    def __init__(self, model_dir: str, seed: int, max_model_len: int, engine_args: dict[str, Any], num_threads: int) -> None:
+    def __init__(
+        self, model_dir: str, seed: int, max_model_len: int, engine_args: dict[str, Any], num_threads: int
+    ) -> None:
         if not cuda_available():
             torch.set_num_threads(max(1, num_threads))
         self._engine = VLLMEngine(model_dir, seed=seed, max_model_len=max_model_len, engine_args=engine_args)
@@ -134,9 +136,12 @@ class RayVLLMGenerator:
         self._max_model_len = max_model_len
         self._seed = seed
         self._sender = ProcessGroupWeightSender(
-            tensor_parallel_size=options.tensor_parallel_size, host=sync_host, bucket_bytes=sync_bucket_bytes,
-            timeout_s=options.sync_timeout_s, backend=sync_backend,  # type: ignore[arg-type]
-        )  # fmt: skip
+            tensor_parallel_size=options.tensor_parallel_size,
+            host=sync_host,
+            bucket_bytes=sync_bucket_bytes,
+            timeout_s=options.sync_timeout_s,
+            backend=sync_backend,  # type: ignore[arg-type]
+        )
         self._version = 0
         # Host copies of the current version's buckets (serving dtype): what a replaced
         # replica loads, never the policy's newer weights.
@@ -184,15 +189,23 @@ class RayVLLMGenerator:
         """Every replica holds what was sent (a stale or partial load fails here), and its
         prefix cache, which holds the old weights' KV, is dropped."""
         what = "checksum after a weight sync"
-        sums = wait_all([a.collective_rpc.remote("model_checksum") for a in self._actors], self._actors,
-                        self._opts.sync_timeout_s, what)  # fmt: skip
+        sums = wait_all(
+            [a.collective_rpc.remote("model_checksum") for a in self._actors],
+            self._actors,
+            self._opts.sync_timeout_s,
+            what,
+        )
         for replica, per_worker in enumerate(sums):
             if not checksums_match(sum(per_worker), expected):
                 raise GeneratorError(
                     f"generator replica {replica}: weights did not load (checksum {sum(per_worker)} != sent {expected})"
                 )
-        wait_all([a.reset_prefix_cache.remote() for a in self._actors], self._actors, self._opts.sync_timeout_s,
-                 "prefix-cache reset")  # fmt: skip
+        wait_all(
+            [a.reset_prefix_cache.remote() for a in self._actors],
+            self._actors,
+            self._opts.sync_timeout_s,
+            "prefix-cache reset",
+        )
 
     def _dead_replicas(self) -> list[int]:
         import ray
@@ -241,8 +254,10 @@ class RayVLLMGenerator:
                     if chunk.actor is self._actors[chunk.replica]:
                         log.warning(
                             "generator replica %d failed (%s); restarting it at version %d and re-issuing its prompts",
-                            chunk.replica, type(err).__name__, self._version,
-                        )  # fmt: skip
+                            chunk.replica,
+                            type(err).__name__,
+                            self._version,
+                        )
                         self._restart(chunk.replica)
                     # else: issued to an actor already replaced (a request queued behind the
                     # failed one); the new actor has this version's weights: just re-issue.
@@ -272,16 +287,22 @@ class RayVLLMGenerator:
         # once per engine; with addr2line that took seconds (TORCH_DISABLE_ADDR2LINE skips it).
         # Under torchrun the actors inherit TORCHELASTIC_USE_AGENT_STORE=True (through the
         # raylet rank 0 started), and vLLM's own TCP store then waits forever for an agent.
-        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TORCH_DISABLE_ADDR2LINE": "1",
-               "TORCHELASTIC_USE_AGENT_STORE": "False"}  # fmt: skip
+        env = {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TORCH_DISABLE_ADDR2LINE": "1",
+            "TORCHELASTIC_USE_AGENT_STORE": "False",
+        }
         if not cuda_available():
             env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         actor_options: dict[str, Any] = {"num_cpus": opts.num_cpus, "max_restarts": 0, "runtime_env": {"env_vars": env}}
         if cuda_available():
             actor_options["num_gpus"] = opts.tensor_parallel_size
         engine_args = {"tensor_parallel_size": opts.tensor_parallel_size, **opts.engine_args}
-        return _actor_class().options(**actor_options).remote(
-            self._model_dir, self._seed, self._max_model_len, engine_args, max(1, int(opts.num_cpus))
+        return (
+            _actor_class()
+            .options(**actor_options)
+            .remote(self._model_dir, self._seed, self._max_model_len, engine_args, max(1, int(opts.num_cpus)))
         )
 
     def _wait_ready(self, replicas: Any) -> None:
@@ -306,7 +327,9 @@ class RayVLLMGenerator:
         actor = chunk.actor = self._actors[chunk.replica]
         chunk.ref = actor.generate.remote(chunk.prompts, request.num_rollouts, request.sampling, chunk.seeds)
 
-    def _get(self, ref: Any, timeout: float | None, replica: int, *, what: str, timeout_kls: type[Exception] = GeneratorError) -> Any:
+    def _get(
+        self, ref: Any, timeout: float | None, replica: int, *, what: str, timeout_kls: type[Exception] = GeneratorError
+    ) -> Any:
         import ray
 
         try:
@@ -316,4 +339,3 @@ class RayVLLMGenerator:
             raise timeout_kls(
                 f"{what} of generator replica {replica} (Ray actor {actor_id}) exceeded its timeout of {timeout} s"
             ) from err
-

@@ -1,4 +1,4 @@
-"""GroupDPO (Eq. 4) and its combination with GRPO (§4.2).
+"""GroupDPO (Eq. 4).
 
 For one prompt with correct responses Y_c and incorrect ones Y_r:
     L_GroupDPO = 1/(|Y_c||Y_r|) Σ_{c∈Y_c} Σ_{r∈Y_r} L_DPO(x, c, r)
@@ -32,12 +32,6 @@ class GroupDPOOutput:
     """[P] detached β (log π − log π_ref) of each pair's chosen response."""
     rejected_rewards: Tensor
     """[P] same for the rejected response."""
-    pair_group: Tensor
-    """[P] prompt index of each pair (long)."""
-    chosen_index: Tensor
-    """[P] index into R of each pair's chosen response (long)."""
-    rejected_index: Tensor
-    """[P] index into R of each pair's rejected response (long)."""
 
 
 def _pair_indices(
@@ -50,9 +44,7 @@ def _pair_indices(
     for g, (cs, rs) in enumerate(groups):
         cs, rs = list(cs), list(rs)
         if not cs or not rs:
-            raise ValueError(
-                f"group {g} has {len(cs)} chosen and {len(rs)} rejected responses; both must be non-empty"
-            )
+            raise ValueError(f"group {g} has {len(cs)} chosen and {len(rs)} rejected responses; both must be non-empty")
         for i in cs + rs:
             if not 0 <= i < num_responses:
                 raise ValueError(f"group {g}: response index {i} is outside [0, {num_responses})")
@@ -88,8 +80,7 @@ def group_dpo_loss(
     """
     if policy_logps.dim() != 1 or ref_logps.shape != policy_logps.shape:
         raise ValueError(
-            f"expected policy_logps and ref_logps [R], got {tuple(policy_logps.shape)} "
-            f"and {tuple(ref_logps.shape)}"
+            f"expected policy_logps and ref_logps [R], got {tuple(policy_logps.shape)} and {tuple(ref_logps.shape)}"
         )
     if lens is not None and lens.shape != policy_logps.shape:
         raise ValueError(f"lens must be [R], got {tuple(lens.shape)}")
@@ -127,18 +118,4 @@ def group_dpo_loss(
         num_pairs=counts,
         chosen_rewards=out.chosen_rewards,
         rejected_rewards=out.rejected_rewards,
-        pair_group=g_idx,
-        chosen_index=c_idx,
-        rejected_index=r_idx,
     )
-
-
-def combined_loss(group_dpo: Tensor, grpo_per_prompt: Tensor, alpha: float) -> Tensor:
-    """§4.2: L = L_GroupDPO(x, Y_c, Y_r) + α · L_GRPO(x, Y_c ∪ Y_r), per prompt [G].
-
-    ``grpo_per_prompt[g]`` is Eq. 1's sum over all of prompt g's rollouts, e.g.
-    ``sum_by_group(grpo_loss(...).loss, prompt_ids, G)``, in GroupDPO's group order.
-    """
-    if group_dpo.shape != grpo_per_prompt.shape:
-        raise ValueError(f"shape mismatch: {tuple(group_dpo.shape)} vs {tuple(grpo_per_prompt.shape)}")
-    return group_dpo + alpha * grpo_per_prompt

@@ -1,10 +1,13 @@
-"""GRPO (Eq. 1): group-relative advantages and the clipped-ratio policy loss with a
-k3 KL penalty to the reference model.
+"""GRPO (Eq. 1), on-policy as in the paper: the policy-gradient loss with a k3 KL
+penalty to the reference model.
 
 Per sequence y^i of a group:  L_i = −Σ_t ρ_t A(y^i) + β Σ_t k3_t,
-  ρ_t = π_θ(y_t|x,y_<t) / π_θold(y_t|x,y_<t),   A(y^i) = r(y^i) − mean_j r(y^j),
+  ρ_t = π_θ(y_t|x,y_<t) / sg[π_θ(y_t|x,y_<t)] (1 in value, ∇log π in gradient),
+  A(y^i) = r(y^i) − mean_j r(y^j) (``pairing.grpo_advantages``),
   k3_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1.
-The group loss of Eq. 1 is the sum of L_i over the group (``sum_by_group``).
+The group loss of Eq. 1 is the sum of L_i over the group (``sum_by_group``). GRPO is
+refused off-policy (s > 1), so PPO's clipped ratio, which only matters there, is not
+implemented; the off-policy correction offered is truncated IS (``importance.py``).
 """
 
 from __future__ import annotations
@@ -22,43 +25,10 @@ class GRPOOutput:
     loss: Tensor
     """``policy_loss + β · kl``: what is optimised."""
     policy_loss: Tensor
-    """−Σ_t ρ_t A (PPO-clipped when old log-probs are given)."""
+    """−Σ_t ρ_t A."""
     kl: Tensor
     """Σ_t k3_t (zeros when β = 0 and no reference is given). Carries the gradient;
     detach it for logging."""
-
-
-def group_advantages(
-    rewards: Tensor, group_ids: Tensor, *, normalize_std: bool = False, eps: float = 1e-6
-) -> Tensor:
-    """A(y^i) = r(y^i) − mean of r over y^i's group (Eq. 1); [S], [S] -> [S].
-
-    ``group_ids`` may be any integers; equal ids form a group. With ``normalize_std``
-    the advantage is divided by (std + eps) where std is the *population* std
-    (unbiased=False): a group of one rollout then has std 0 and advantage 0 instead of
-    the NaN that the n−1 estimator gives, and an all-equal group stays at 0.
-    """
-    if rewards.dim() != 1 or group_ids.shape != rewards.shape:
-        raise ValueError(
-            f"expected rewards [S] and group_ids [S], got {tuple(rewards.shape)} "
-            f"and {tuple(group_ids.shape)}"
-        )
-    r = rewards.detach()
-    if not r.is_floating_point():
-        r = r.float()
-    _, inverse = torch.unique(group_ids, return_inverse=True)
-    num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
-    counts = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(
-        0, inverse, torch.ones_like(r)
-    )
-    sums = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(0, inverse, r)
-    centred = r - (sums / counts)[inverse]
-    if not normalize_std:
-        return centred
-    var = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(
-        0, inverse, centred.square()
-    ) / counts
-    return centred / (var.sqrt()[inverse] + eps)
 
 
 def sum_by_group(values: Tensor, group_ids: Tensor, num_groups: int) -> Tensor:
@@ -80,33 +50,27 @@ def grpo_loss(
     *,
     beta: float = 0.0,
     ref_token_logps: Tensor | None = None,
-    old_token_logps: Tensor | None = None,
-    clip_eps: float = 0.2,
     length_normalize: bool = False,
     token_weights: Tensor | None = None,
 ) -> GRPOOutput:
     """Eq. 1 per sequence: token log-probs [S, T], mask [S, T], advantages [S] -> [S].
 
-    Without ``old_token_logps`` the update is on-policy (θold = θ, as in the paper's
-    experiments): ρ_t = exp(logp_t − logp_t.detach()), 1 in value and ∇log π in
-    gradient, so no clipping applies. With them, ρ_t = exp(logp_t − old_t) and the PPO
-    objective min(ρA, clip(ρ, 1−ε, 1+ε)A) is used. Sums run over the valid tokens;
+    On-policy (θold = θ, as in the paper's experiments): ρ_t = exp(logp_t − logp_t.detach()),
+    1 in value and ∇log π in gradient. Sums run over the valid tokens;
     ``length_normalize`` divides each sequence's policy and KL sums by its token count.
     ``token_weights`` [S, T] (detached) scale each token's policy term: the truncated
     importance weights of :mod:`fs2_semionline.objectives.importance`.
     """
     if token_logps.dim() != 2 or mask.shape != token_logps.shape:
         raise ValueError(
-            f"expected token_logps and mask [S, T], got {tuple(token_logps.shape)} "
-            f"and {tuple(mask.shape)}"
+            f"expected token_logps and mask [S, T], got {tuple(token_logps.shape)} and {tuple(mask.shape)}"
         )
     if advantages.shape != token_logps.shape[:1]:
         raise ValueError(f"advantages must be [S], got {tuple(advantages.shape)}")
     if beta != 0.0 and ref_token_logps is None:
         raise ValueError("beta != 0 needs ref_token_logps for the KL term")
-    for name, t in (("ref_token_logps", ref_token_logps), ("old_token_logps", old_token_logps)):
-        if t is not None and t.shape != token_logps.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(mask.shape)}")
+    if ref_token_logps is not None and ref_token_logps.shape != token_logps.shape:
+        raise ValueError(f"ref_token_logps has shape {tuple(ref_token_logps.shape)}, expected {tuple(mask.shape)}")
 
     valid = mask.bool()
     zero = torch.zeros((), dtype=token_logps.dtype, device=token_logps.device)
@@ -118,13 +82,7 @@ def grpo_loss(
     logp = clean(token_logps)
     adv = advantages.detach().to(logp.dtype).unsqueeze(-1)
 
-    if old_token_logps is None:
-        ratio = torch.exp(logp - logp.detach())
-        per_token = -ratio * adv
-    else:
-        ratio = torch.exp(logp - clean(old_token_logps).detach())
-        clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
-        per_token = -torch.minimum(ratio * adv, clipped * adv)
+    per_token = -torch.exp(logp - logp.detach()) * adv
     if token_weights is not None:
         if token_weights.shape != token_logps.shape:
             raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}, expected {tuple(mask.shape)}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 CHUNK_TOKENS = 1024
 """Rows of the vocabulary softmax computed at once: an fp32 temporary of
 CHUNK_TOKENS × V (Llama-3's V = 128,256: 0.5 GB) instead of B × T × V (16 × 2,248 tokens:
@@ -38,8 +37,7 @@ def token_stats(
     """
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(
-            f"expected logits [B, T, V] and targets [B, T], got {tuple(logits.shape)} "
-            f"and {tuple(targets.shape)}"
+            f"expected logits [B, T, V] and targets [B, T], got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
     batch, steps, vocab = logits.shape
     flat = logits.reshape(batch * steps, vocab)
@@ -67,16 +65,6 @@ def token_stats(
     return token.view(batch, steps), neg_entropy.view(batch, steps)
 
 
-def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
-    """log π(y_t | x, y_<t) for each target: [B, T, V], [B, T] -> [B, T] (float32).
-
-    ``logits[:, t]`` must already be the prediction for ``targets[:, t]`` (shifted by
-    the caller). Negative targets (e.g. an ignore index of -100 at padding) are read
-    as token 0; their values are meaningless and must be masked out downstream.
-    """
-    return token_stats(logits, targets)[0]
-
-
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` over ``mask``; 0 (not NaN) when the mask is empty."""
     valid = mask.bool()
@@ -95,18 +83,3 @@ def sequence_logprobs(token_logps: Tensor, mask: Tensor) -> Tensor:
         raise ValueError(f"shape mismatch: {tuple(token_logps.shape)} vs {tuple(mask.shape)}")
     zero = torch.zeros((), dtype=token_logps.dtype, device=token_logps.device)
     return torch.where(mask.bool(), token_logps, zero).sum(dim=-1)
-
-
-def negative_entropy(logits: Tensor, mask: Tensor) -> Tensor:
-    """Mean over the masked tokens of Σ_v p log p, the −entropy regulariser of §4.2.
-
-    Returns a float32 scalar; 0 (not NaN) when the mask is empty. Vocabulary entries
-    with logit −inf (p = 0) contribute 0, as the limit p log p -> 0 says.
-    """
-    if logits.dim() != 3 or mask.shape != logits.shape[:2]:
-        raise ValueError(
-            f"expected logits [B, T, V] and mask [B, T], got {tuple(logits.shape)} "
-            f"and {tuple(mask.shape)}"
-        )
-    targets = torch.zeros(mask.shape, dtype=torch.long, device=logits.device)
-    return masked_mean(token_stats(logits, targets, mask)[1], mask)

@@ -8,7 +8,7 @@ response length and the number of failed rewards.
 ``dataset.task=chat``: one answer per prompt by default (Figure 5 template, same
 sampling); the answers are exported for AlpacaEval 2.0 and Arena-Hard, whose GPT-4
 judges run outside this package (see :mod:`fs2_semionline.eval.chat_eval`). With
-``reward.model`` set, every answer is also scored by that reward model (in this
+``reward.model.name`` set, every answer is also scored by that reward model (in this
 process): mean reward ± s.e. over prompts, and the length-normalised reward.
 
 Every file of ``dataset.paths`` is one eval set (Math500, AMC23, NuminaMath test, ...),
@@ -71,7 +71,6 @@ from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Sampler, SamplingConfig
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.ray_cluster import RayCluster, RaySection
-
 from fs2_semionline.rewards.math_verify import MathVerifyPool
 
 DEFAULT_NUM_SAMPLES = {"math": 50, "chat": 1}
@@ -103,7 +102,7 @@ class EvalSamplingSection:
     """Paper §3 evaluation nucleus mass."""
     max_gen_len: int = 1024
     """Answer length limit in tokens; an answer cut by it counts in num_unfinished."""
-    batch_size: int = 32
+    max_batch_size: int = 32
     """Prompts per sampler call (memory knob). It shapes the RNG stream, so keep it fixed
     when comparing runs sample for sample."""
 
@@ -138,20 +137,19 @@ class EvalGeneratorSection:
 
     def rollout_section(self) -> RolloutGeneratorSection:
         return RolloutGeneratorSection(
-            backend=self.backend, replicas=self.replicas, tensor_parallel_size=self.tensor_parallel_size,
-            num_cpus_per_replica=self.num_cpus_per_replica, engine_args=dict(self.engine_args),
+            backend=self.backend,
+            replicas=self.replicas,
+            tensor_parallel_size=self.tensor_parallel_size,
+            num_cpus_per_replica=self.num_cpus_per_replica,
+            engine_args=dict(self.engine_args),
             generate_timeout_s=self.generate_timeout_s,
-        )  # fmt: skip
+        )
 
 
 @dataclass(kw_only=True)
 class EvaluateConfig:
-    model: ReferenceModelSection = field(
-        default_factory=lambda: ReferenceModelSection(name="tiny_math_sft")
-    )
-    tokenizer: TokenizerSection = field(
-        default_factory=lambda: TokenizerSection(name="tiny_math_tokenizer")
-    )
+    model: ReferenceModelSection = field(default_factory=lambda: ReferenceModelSection(name="tiny_math_sft"))
+    tokenizer: TokenizerSection = field(default_factory=lambda: TokenizerSection(name="tiny_math_tokenizer"))
     dataset: EvalDataSection = field(default_factory=EvalDataSection)
     sampling: EvalSamplingSection = field(default_factory=EvalSamplingSection)
     generator: EvalGeneratorSection = field(default_factory=EvalGeneratorSection)
@@ -209,10 +207,10 @@ class EvalTask(Task):
         if config.dataset.task == "chat":
             for s in sets:
                 chat_ids.update(read_chat_ids(s.path))
-            if config.reward.model:  # a wrong name or folder fails now, not after sampling
+            if config.reward.model.name:  # a wrong name or folder fails now, not after sampling
                 from fs2_semionline.rewards.reward_model import reward_model_spec
 
-                reward_spec = reward_model_spec(config.reward)
+                reward_spec = reward_model_spec(config.reward.model)
         model = context.get_model_as(CausalLM)
         max_prompt_len = config.dataset.max_prompt_len
         if max_prompt_len is None:
@@ -222,7 +220,13 @@ class EvalTask(Task):
             if not s.examples:
                 raise ConfigError(f"dataset.paths: no usable prompts in {s.path} ({s.report.as_dict()})")
             if s.report.num_skipped:
-                log.warning("{}: skipped {} of {} prompts: {}", s.path, s.report.num_skipped, s.report.num_read, dict(s.report.skipped))  # fmt: skip
+                log.warning(
+                    "{}: skipped {} of {} prompts: {}",
+                    s.path,
+                    s.report.num_skipped,
+                    s.report.num_read,
+                    dict(s.report.skipped),
+                )
         start = time.perf_counter()
         closables: list[Any] = []
         try:
@@ -240,7 +244,7 @@ class EvalTask(Task):
         """fairseq2's sampler on ``model``, or vLLM replicas started from its weights."""
         config = self._config
         if config.generator.backend == "local":
-            return PolicySampler(model, tokenizer, batch_size=config.sampling.batch_size)
+            return PolicySampler(model, tokenizer, batch_size=config.sampling.max_batch_size)
         import torch
 
         from fs2_semionline.generation.factory import create_generator
@@ -252,10 +256,17 @@ class EvalTask(Task):
         closables.append(cluster)
         dtype = None if config.generator.dtype == "auto" else getattr(torch, config.generator.dtype)
         generator = create_generator(
-            config.generator.rollout_section(), model, tokenizer, model_name=config.model.name,
-            tokenizer_name=str(config.tokenizer.name), work_dir=self._context.output_dir, seed=config.common.seed,
-            dtype=dtype or next(model.parameters()).dtype, family=config.model.family, arch=config.model.arch,
-        )  # fmt: skip
+            config.generator.rollout_section(),
+            model,
+            tokenizer,
+            model_name=config.model.name,
+            tokenizer_name=str(config.tokenizer.name),
+            work_dir=self._context.output_dir,
+            seed=config.common.seed,
+            dtype=dtype or next(model.parameters()).dtype,
+            family=config.model.family,
+            arch=config.model.arch,
+        )
         closables.insert(0, generator)
         return GeneratorSampler(generator)
 
@@ -275,7 +286,7 @@ class EvalTask(Task):
 
     def _run_math(self, sample: Sampler, sets: list[EvalSet], num_samples: int, start: float) -> None:
         config, context = self._config, self._context
-        with MathVerifyPool(num_workers=config.reward.num_workers, timeout_s=config.reward.math_timeout_s) as pool:
+        with MathVerifyPool(num_workers=config.reward.math.num_workers, timeout_s=config.reward.math.timeout_s) as pool:
             results = evaluate_math_sets(
                 sample, sets, pool, seed=config.common.seed, num_samples=num_samples, sampling=self._sampling
             )
@@ -309,9 +320,15 @@ class EvalTask(Task):
         log.info(
             "Accuracy {} (mean ± s.e. over {} sample sets, {} problems in {} set(s)); mean response length {:.1f} "
             "tokens; {} failed rewards; {} skipped prompts. Results: {}",
-            overall.accuracy, num_samples, overall.num_problems, len(sets), overall.mean_response_len,
-            overall.accuracy.num_failed, report.num_skipped, out_dir / "results.json",
-        )  # fmt: skip
+            overall.accuracy,
+            num_samples,
+            overall.num_problems,
+            len(sets),
+            overall.mean_response_len,
+            overall.accuracy.num_failed,
+            report.num_skipped,
+            out_dir / "results.json",
+        )
 
     def _run_chat(
         self,
@@ -343,9 +360,10 @@ class EvalTask(Task):
         set_entries = []
         for i, (s, gs) in enumerate(zip(sets, per_set)):
             entry = {
-                **s.describe(), **chat_summary(gs, None if rewards_per_set is None else rewards_per_set[i]),
+                **s.describe(),
+                **chat_summary(gs, None if rewards_per_set is None else rewards_per_set[i]),
                 "prompts": s.report.as_dict(),
-            }  # fmt: skip
+            }
             if len(sets) > 1:
                 entry["exports"] = write_exports(out_dir / "sets" / s.name, gs, name)
             set_entries.append(entry)
@@ -371,20 +389,34 @@ class EvalTask(Task):
                     "mean_response_len": values["mean_response_len"],
                     "num_unfinished": values["num_unfinished"],
                     "num_skipped_prompts": num_skipped,
-                    **{k: values[k] for k in ("mean_reward", "reward_stderr", "reward_len_norm", "num_failed_rewards") if k in values},
+                    **{
+                        k: values[k]
+                        for k in ("mean_reward", "reward_stderr", "reward_len_norm", "num_failed_rewards")
+                        if k in values
+                    },
                 },
                 step_nr=0,
             )
         if rewards is not None:
-            log.info("Reward model {}: mean reward {:.4f} ± {:.4f}, length-normalised {:.5f}, {} failed",
-                     config.reward.model, overall["mean_reward"], overall["reward_stderr"], overall["reward_len_norm"],
-                     overall["num_failed_rewards"])  # fmt: skip
+            log.info(
+                "Reward model {}: mean reward {:.4f} ± {:.4f}, length-normalised {:.5f}, {} failed",
+                config.reward.model.name,
+                overall["mean_reward"],
+                overall["reward_stderr"],
+                overall["reward_len_norm"],
+                overall["num_failed_rewards"],
+            )
         log.info(
             "{} answers to {} prompts in {} set(s) (mean length {:.1f} tokens, {} unfinished). "
             "For AlpacaEval 2.0: {}; for Arena-Hard: {}",
-            len(generations) * num_samples, len(generations), len(sets), overall["mean_response_len"],
-            overall["num_unfinished"], exports["alpaca_eval"], exports["arena_hard"],
-        )  # fmt: skip
+            len(generations) * num_samples,
+            len(generations),
+            len(sets),
+            overall["mean_response_len"],
+            overall["num_unfinished"],
+            exports["alpaca_eval"],
+            exports["arena_hard"],
+        )
 
     @override
     def request_stop(self) -> None:

@@ -555,9 +555,7 @@ class MathVerifyPool:
             # Room for the signal to fire, the worker to reply and a busy host.
             hard_timeout_s = 2.0 * timeout_s + 5.0
         if hard_timeout_s <= timeout_s:
-            raise ValueError(
-                f"hard_timeout_s ({hard_timeout_s}) must exceed timeout_s ({timeout_s})"
-            )
+            raise ValueError(f"hard_timeout_s ({hard_timeout_s}) must exceed timeout_s ({timeout_s})")
         if not 1 <= max_answer_chars <= MAX_GOLD_CHARS:
             # Bounded so that a job message always fits in a pipe buffer.
             raise ValueError(f"max_answer_chars must be in [1, {MAX_GOLD_CHARS}]")
@@ -618,9 +616,7 @@ class MathVerifyPool:
         first real batch does not pay the start-up."""
         with self._lock:
             self._check_open()
-            deadline = time.monotonic() + (
-                self.startup_timeout_s if timeout_s is None else timeout_s
-            )
+            deadline = time.monotonic() + (self.startup_timeout_s if timeout_s is None else timeout_s)
             while not all(w.ready for w in self._workers):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -699,8 +695,7 @@ class MathVerifyPool:
             w = self._workers[slot]
             if w.job is not None and now - w.job_started > self.hard_timeout_s:
                 log.warning(
-                    "math-verify worker %s exceeded the hard limit of %.1f s; "
-                    "killing and replacing it",
+                    "math-verify worker %s exceeded the hard limit of %.1f s; killing and replacing it",
                     w.proc.pid,
                     self.hard_timeout_s,
                 )
@@ -709,9 +704,7 @@ class MathVerifyPool:
                 w.job = None
                 self._replace(slot)
             elif not w.ready and now - w.started > self.startup_timeout_s:
-                raise RuntimeError(
-                    f"math-verify worker did not start within {self.startup_timeout_s} s"
-                )
+                raise RuntimeError(f"math-verify worker did not start within {self.startup_timeout_s} s")
 
     def _handle(self, w: _Worker, msg: tuple[Any, ...], batch: _Batch | None) -> None:
         kind = msg[0]
@@ -737,9 +730,7 @@ class MathVerifyPool:
         if not w.ready:
             self._startup_failures += 1
             if self._startup_failures >= 3:
-                raise RuntimeError(
-                    f"math-verify workers keep dying during start-up (last exit code {code})"
-                )
+                raise RuntimeError(f"math-verify workers keep dying during start-up (last exit code {code})")
         log.warning("math-verify worker %s died (exit code %s); replacing it", w.proc.pid, code)
         self._replace(slot)
 
@@ -752,10 +743,7 @@ class MathVerifyPool:
         so it starts in ~1 s and is safe from any entry point."""
         jobs_r, jobs_w = os.pipe()
         results_r, results_w = os.pipe()
-        code = (
-            f"import sys; sys.path[:] = {sys.path!r}; "
-            f"from {__name__} import _worker_entry; _worker_entry()"
-        )
+        code = f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import _worker_entry; _worker_entry()"
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code, str(jobs_r), str(results_w), repr(self.timeout_s)],

@@ -85,7 +85,7 @@ from fs2_semionline.data.templates import BEGIN_OF_TEXT, EOT, chat_prompt
 if TYPE_CHECKING:
     from fairseq2.assets import AssetCard, AssetStore
 
-    from fs2_semionline.config import RewardSection
+    from fs2_semionline.config import RewardModelSection
 
 __all__ = [
     "ATHENE_CLS_ID",
@@ -161,9 +161,7 @@ class AtheneForSequenceClassification(LlamaPreTrainedModel):
         self.CLS_ID = ATHENE_CLS_ID
         self.post_init()
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         hidden = self.model(input_ids, attention_mask=attention_mask).last_hidden_state
         rewards = self.v_head(hidden).squeeze(-1)  # [batch, seq]
         is_cls = input_ids == self.CLS_ID
@@ -188,9 +186,7 @@ class RewardModel:
         self.spec = spec
         self.device = torch.device(spec.device)
         self.model = self._load_model(path, spec)
-        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
-            path, local_files_only=True
-        )
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.max_length = spec.max_length or self._default_max_length()
         self.batch_size = spec.batch_size
         self.cls_token: str | None = None
@@ -205,11 +201,7 @@ class RewardModel:
     @staticmethod
     def _load_model(path: Path, spec: RewardModelSpec) -> PreTrainedModel:
         """Loads weights and refuses a checkpoint whose reward head would be random."""
-        kls: Any = (
-            AtheneForSequenceClassification
-            if spec.head == "athene"
-            else AutoModelForSequenceClassification
-        )
+        kls: Any = AtheneForSequenceClassification if spec.head == "athene" else AutoModelForSequenceClassification
         model, info = kls.from_pretrained(
             path, dtype=_DTYPES[spec.dtype], local_files_only=True, output_loading_info=True
         )
@@ -221,8 +213,7 @@ class RewardModel:
             )
         if spec.head == "sequence_classification" and model.config.num_labels != 1:
             raise ValueError(
-                f"reward model at {path} has num_labels={model.config.num_labels}, "
-                "a scalar reward model has 1"
+                f"reward model at {path} has num_labels={model.config.num_labels}, a scalar reward model has 1"
             )
         return cast(PreTrainedModel, model.to(spec.device).eval())
 
@@ -233,14 +224,15 @@ class RewardModel:
     def _setup_athene(self, path: Path) -> None:
         cls_token = self.tokenizer.cls_token
         if cls_token is None:
-            raise ValueError(
-                f"tokenizer at {path} has no cls_token: Athene reads its reward at the CLS token"
-            )
+            raise ValueError(f"tokenizer at {path} has no cls_token: Athene reads its reward at the CLS token")
         cls_id = self.tokenizer.convert_tokens_to_ids(cls_token)
         if len(self.tokenizer) > ATHENE_CLS_ID and cls_id != ATHENE_CLS_ID:
             log.warning(
                 "Athene tokenizer at %s maps cls_token %r to %d, the model card says %d",
-                path, cls_token, cls_id, ATHENE_CLS_ID,
+                path,
+                cls_token,
+                cls_id,
+                ATHENE_CLS_ID,
             )
         self.cls_token = cls_token
         cast(AtheneForSequenceClassification, self.model).CLS_ID = cls_id
@@ -283,9 +275,7 @@ class RewardModel:
         try:
             text = self.conversation_text(prompt, response)
             # Athene: the card tokenizes with the tokenizer's default special tokens.
-            ids = self.tokenizer(
-                text, add_special_tokens=self.spec.head == "athene", verbose=False
-            )["input_ids"]
+            ids = self.tokenizer(text, add_special_tokens=self.spec.head == "athene", verbose=False)["input_ids"]
         except Exception as ex:  # a chat template or tokenizer error concerns this item only
             log.debug("reward model: cannot build an input: %r", ex)
             return f"input error ({type(ex).__name__})"
@@ -339,7 +329,9 @@ class RewardModel:
         if failures:
             log.warning(
                 "reward model: %d of %d rewards are None: %s",
-                sum(failures.values()), len(rewards), dict(failures),
+                sum(failures.values()),
+                len(rewards),
+                dict(failures),
             )
         return rewards
 
@@ -382,26 +374,27 @@ def resolve_reward_model(name_or_path: str, *, store: AssetStore | None = None) 
     head = _card_str(card, "reward_model_head") or "sequence_classification"
     if head not in get_args(RewardHead):
         raise ValueError(
-            f"asset card {card.name!r}: field 'reward_model_head' must be one of "
-            f"{get_args(RewardHead)}: {head!r}"
+            f"asset card {card.name!r}: field 'reward_model_head' must be one of {get_args(RewardHead)}: {head!r}"
         )
     return RewardModelSpec(path=str(model_path.resolve()), head=cast(RewardHead, head))
 
 
-def reward_model_spec(section: RewardSection) -> RewardModelSpec:
-    """The spec of ``reward.model`` with the section's batch size, device and length limit;
-    a name that is neither a folder nor a card is a :class:`ConfigError` naming the key."""
+def reward_model_spec(section: RewardModelSection) -> RewardModelSpec:
+    """The spec of ``reward.model.name`` with the section's batch size, device and length
+    limit; a name that is neither a folder nor a card is a :class:`ConfigError` naming the key."""
     from fs2_semionline.errors import ConfigError
 
-    assert section.model is not None
+    assert section.name is not None
     try:
-        spec = resolve_reward_model(section.model)
+        spec = resolve_reward_model(section.name)
     except ValueError as err:
-        raise ConfigError(f"reward.model: {err}") from None
+        raise ConfigError(f"reward.model.name: {err}") from None
     return dataclasses.replace(
-        spec, batch_size=section.model_batch_size, device=section.model_device,
-        max_length=section.model_max_length or spec.max_length,
-    )  # fmt: skip
+        spec,
+        batch_size=section.max_batch_size,
+        device=section.device,
+        max_length=section.max_length or spec.max_length,
+    )
 
 
 def _card_str(card: AssetCard, name: str) -> str | None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fs2_semionline.config import RewardModelSection
 from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec
 
 __all__ = ["RayRewardScorer", "RewardModelActor", "remote_reward_model_actor"]
@@ -141,9 +142,7 @@ class RayRewardScorer:
             if not isinstance(out, list) or len(out) != end - start:
                 self._fail(replica, end - start, "returned a malformed result", replace=False)
                 continue
-            rewards[start:end] = [
-                float(r) if isinstance(r, (int, float)) and math.isfinite(r) else None for r in out
-            ]
+            rewards[start:end] = [float(r) if isinstance(r, (int, float)) and math.isfinite(r) else None for r in out]
         return rewards
 
     def _fail(self, replica: int, num_items: int, why: str, *, replace: bool) -> None:
@@ -154,7 +153,11 @@ class RayRewardScorer:
         action = "replacing it" if replace else "keeping it"
         log.warning(
             "reward model replica %d (%s) %s: its %d rewards are None; %s",
-            replica, actor, why, num_items, action,
+            replica,
+            actor,
+            why,
+            num_items,
+            action,
         )
         if replace:
             ray.kill(actor, no_restart=True)  # a stuck actor would hold up the next calls
@@ -177,3 +180,12 @@ class RayRewardScorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def create_reward_scorer(section: RewardModelSection) -> RayRewardScorer:
+    """The reward model of ``reward.model`` in Ray actors (Ray must be up)."""
+    from fs2_semionline.rewards.reward_model import reward_model_spec
+
+    return RayRewardScorer(
+        reward_model_spec(section), replicas=section.replicas, num_cpus=section.num_cpus, timeout_s=section.timeout_s
+    )

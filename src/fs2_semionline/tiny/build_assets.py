@@ -31,9 +31,15 @@ SFT_STEPS = 1200
 
 
 def run_sft(
-    out_dir: Path, train_file: Path, num_steps: int, seed: int, *, init_model: str | None = None,
-    lr: float | None = None, checkpoint_after_n_steps: int | None = None,
-) -> float:  # fmt: skip
+    out_dir: Path,
+    train_file: Path,
+    num_steps: int,
+    seed: int,
+    *,
+    init_model: str | None = None,
+    lr: float | None = None,
+    checkpoint_after_n_steps: int | None = None,
+) -> float:
     """SFT on fairseq2's Trainer from random weights, or from the ``init_model`` card."""
     from fairseq2.recipe.config import ModelSection
     from fairseq2.recipe.run import run
@@ -71,26 +77,34 @@ def select_checkpoint(
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
-    from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.extension import tiny_math_config
+    from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.generation.protocol import SamplingConfig
     from fs2_semionline.rewards.math_verify import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
     encoder = tokenizer.create_raw_encoder()
     examples = load_prompts(
-        [valid_file], task="math", template=verifiable_prompt,
-        encode=lambda t: encoder(t).tolist(), max_prompt_len=200, require_answer=True,
-    )  # fmt: skip
+        [valid_file],
+        task="math",
+        template=verifiable_prompt,
+        encode=lambda t: encoder(t).tolist(),
+        max_prompt_len=200,
+        require_answer=True,
+    )
     model = get_llama_model_hub().create_new_model(tiny_math_config(), device=torch.device("cpu"))
     table: list[dict[str, float]] = []
     with MathVerifyPool() as pool:
         for step in checkpoint_steps(sft_dir):
             model.load_state_dict(load_checkpoint_weights(sft_dir, step))
             result = evaluate_math(
-                PolicySampler(model, tokenizer, batch_size=100), examples, pool, num_samples=num_samples,
-                sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=48), seed=seed,
-            )  # fmt: skip
+                PolicySampler(model, tokenizer, batch_size=100),
+                examples,
+                pool,
+                num_samples=num_samples,
+                sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=48),
+                seed=seed,
+            )
             row = {"step": step, "valid_accuracy": result.accuracy.mean, "stderr": result.accuracy.stderr}
             print(f"step {step}: valid accuracy at T=1.0 {result.accuracy}")
             table.append(row)

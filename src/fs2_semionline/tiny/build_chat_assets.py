@@ -86,18 +86,32 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     model.load_state_dict(weights)
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=ROLLOUT_LEN)
     math_examples = load_prompts(
-        [TINY_MATH_DIR / "data" / "valid.jsonl"], task="math", template=verifiable_prompt,
-        encode=lambda t: encoder(t).tolist(), max_prompt_len=200, require_answer=True,
-    )  # fmt: skip
+        [TINY_MATH_DIR / "data" / "valid.jsonl"],
+        task="math",
+        template=verifiable_prompt,
+        encode=lambda t: encoder(t).tolist(),
+        max_prompt_len=200,
+        require_answer=True,
+    )
     with MathVerifyPool() as pool:
-        math = evaluate_math(PolicySampler(model, tokenizer, batch_size=100), math_examples, pool,
-                             num_samples=num_samples, sampling=sampling, seed=seed)  # fmt: skip
+        math = evaluate_math(
+            PolicySampler(model, tokenizer, batch_size=100),
+            math_examples,
+            pool,
+            num_samples=num_samples,
+            sampling=sampling,
+            seed=seed,
+        )
     chat_prompts = chat_task.read_prompts(TINY_CHAT_DIR / "data" / "valid.jsonl")
     torch.manual_seed(seed)
     completions = sample_completions(
-        model, tokenizer, [encoder(non_verifiable_prompt(p.prompt)).tolist() for p in chat_prompts], num_samples,
-        sampling, batch_size=100,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        [encoder(non_verifiable_prompt(p.prompt)).tolist() for p in chat_prompts],
+        num_samples,
+        sampling,
+        batch_size=100,
+    )
     answers = [(p, c.text) for p, cs in zip(chat_prompts, completions) for c in cs]
     return {
         "math_valid_accuracy": math.accuracy.mean,
@@ -112,7 +126,9 @@ def wall_seconds(run_dir: Path) -> float:
     return float(json.loads(last)["Wall Time"])
 
 
-def run_reward_model_training(out_dir: Path, init_model_path: Path, train: Path, valid: Path, num_steps: int, seed: int) -> None:
+def run_reward_model_training(
+    out_dir: Path, init_model_path: Path, train: Path, valid: Path, num_steps: int, seed: int
+) -> None:
     from fairseq2.recipe.config import ModelSection
     from fairseq2.recipe.run import run
 
@@ -127,7 +143,9 @@ def run_reward_model_training(out_dir: Path, init_model_path: Path, train: Path,
     run(RewardModelTrainRecipe(), config, out_dir, no_rich=True)
 
 
-def reward_model_report(rm_dir: Path, pairs_file: Path, prompts: list[chat_task.ChatPrompt], seed: int) -> dict[str, object]:
+def reward_model_report(
+    rm_dir: Path, pairs_file: Path, prompts: list[chat_task.ChatPrompt], seed: int
+) -> dict[str, object]:
     """Held-out numbers of the exported model, read through the scoring path the training
     runs use (:class:`RewardModel`): pair accuracy, the correlation of its score with the
     synthetic preference on fresh answers, and the accuracy on pairs that differ in one
@@ -194,13 +212,21 @@ def main(argv: list[str] | None = None) -> None:
     sft_dir = out / "sft"
     if not (args.keep_sft and checkpoint_steps(sft_dir)):
         run_sft(
-            sft_dir, sft_file, args.sft_steps, args.train_seed, init_model="tiny_math_sft", lr=args.sft_lr,
+            sft_dir,
+            sft_file,
+            args.sft_steps,
+            args.train_seed,
+            init_model="tiny_math_sft",
+            lr=args.sft_lr,
             checkpoint_after_n_steps=0,
-        )  # fmt: skip
+        )
     sft_seconds = wall_seconds(sft_dir)
     table = []
     for step in checkpoint_steps(sft_dir):
-        row = {"step": step, **policy_scores(load_checkpoint_weights(sft_dir, step), args.train_seed, args.select_samples)}
+        row = {
+            "step": step,
+            **policy_scores(load_checkpoint_weights(sft_dir, step), args.train_seed, args.select_samples),
+        }
         print(f"step {step}: {row}", flush=True)
         table.append(row)
     # Chat learned (within 90% of the best quality seen), then math nearest 40%.
@@ -228,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     rm_run = out / "reward_model"
     if rm_run.exists():
         shutil.rmtree(rm_run)
-    run_reward_model_training(rm_run, checkpoint_model_dir(sft_dir, step), train_pairs, valid_pairs, args.rm_steps, args.train_seed)
+    run_reward_model_training(
+        rm_run, checkpoint_model_dir(sft_dir, step), train_pairs, valid_pairs, args.rm_steps, args.train_seed
+    )
     rm_step = best_scored_step(rm_run)
     assert rm_step is not None, "the reward-model run validates and scores every checkpoint"
 
@@ -243,19 +271,35 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(rm_dir)
     vocab = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig()).vocab_info
     export_hf_model(
-        load_checkpoint_weights(rm_run, rm_step), tiny_math_config(), vocab, rm_dir,
-        tokenizer_dir=TINY_MATH_DIR / "tokenizer", reward_token=REWARD_TOKEN,
-    )  # fmt: skip
+        load_checkpoint_weights(rm_run, rm_step),
+        tiny_math_config(),
+        vocab,
+        rm_dir,
+        tokenizer_dir=TINY_MATH_DIR / "tokenizer",
+        reward_token=REWARD_TOKEN,
+    )
     report = reward_model_report(rm_dir, valid_pairs, splits["valid"], args.seed + 3)
     build = {
-        "policy": {"selected_step": step, "init": "tiny_math_sft", "sft_steps": args.sft_steps, "sft_lr": args.sft_lr,
-                   "sft_seconds": round(sft_seconds, 1), "selection": table},
-        "reward_model": {"selected_step": rm_step, "steps": args.rm_steps, "seconds": round(wall_seconds(rm_run), 1),
-                         "num_train_pairs": num_train_pairs,
-                         "num_valid_pairs": num_valid_pairs, "init": f"policy step {step}", **report},
+        "policy": {
+            "selected_step": step,
+            "init": "tiny_math_sft",
+            "sft_steps": args.sft_steps,
+            "sft_lr": args.sft_lr,
+            "sft_seconds": round(sft_seconds, 1),
+            "selection": table,
+        },
+        "reward_model": {
+            "selected_step": rm_step,
+            "steps": args.rm_steps,
+            "seconds": round(wall_seconds(rm_run), 1),
+            "num_train_pairs": num_train_pairs,
+            "num_valid_pairs": num_valid_pairs,
+            "init": f"policy step {step}",
+            **report,
+        },
         "data_seed": args.seed,
         "train_seed": args.train_seed,
-    }  # fmt: skip
+    }
     (assets / "build.json").write_text(json.dumps(build, indent=2) + "\n")
     print(json.dumps(build, indent=2))
 

@@ -22,29 +22,28 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.recipe.config import (
+    AdamWConfig,
     CommonSection,
-    GangSection,
     CosineAnnealingLRConfig,
+    GangSection,
     LRSchedulerSection,
+    MixedPrecisionConfig,
     ModelSection,
     OptimizerSection,
-    AdamWConfig,
     RegimeSection,
     TokenizerSection,
     TrainerSection,
-    MixedPrecisionConfig,
 )
+from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 from fairseq2.trainer import TrainUnit
-from fairseq2.runtime.dependency import DependencyContainer
 from typing_extensions import override
 
-from fs2_semionline.errors import ConfigError, register_cli_errors
-from fs2_semionline.recipes import run_cli
-
-from fs2_semionline.data.jsonl import DataFileError, LoadReport, iter_jsonl
+from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.data.templates import EOT, TASK_TEMPLATES
+from fs2_semionline.errors import ConfigError, DataFileError, register_cli_errors
 from fs2_semionline.extension import TINY_MATH_ARCH
+from fs2_semionline.recipes import run_cli
 
 
 @dataclass(kw_only=True)
@@ -59,22 +58,14 @@ class SFTDataSection:
 
 @dataclass(kw_only=True)
 class TinySFTConfig:
-    model: ModelSection = field(
-        default_factory=lambda: ModelSection(family="llama", arch=TINY_MATH_ARCH)
-    )
-    tokenizer: TokenizerSection = field(
-        default_factory=lambda: TokenizerSection(name="tiny_math_tokenizer")
-    )
+    model: ModelSection = field(default_factory=lambda: ModelSection(family="llama", arch=TINY_MATH_ARCH))
+    tokenizer: TokenizerSection = field(default_factory=lambda: TokenizerSection(name="tiny_math_tokenizer"))
     dataset: SFTDataSection = field(default_factory=SFTDataSection)
     trainer: TrainerSection = field(
-        default_factory=lambda: TrainerSection(
-            mixed_precision=MixedPrecisionConfig(mode="off"), max_grad_norm=1.0
-        )
+        default_factory=lambda: TrainerSection(mixed_precision=MixedPrecisionConfig(mode="off"), max_grad_norm=1.0)
     )
     optimizer: OptimizerSection = field(
-        default_factory=lambda: OptimizerSection(
-            config=AdamWConfig(lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
-        )
+        default_factory=lambda: OptimizerSection(config=AdamWConfig(lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1))
     )
     lr_scheduler: LRSchedulerSection = field(
         default_factory=lambda: LRSchedulerSection(
@@ -161,7 +152,9 @@ class TinySFTRecipe(Recipe):
             report.num_read += 1
             task = record.require_str("task") if "task" in record.data else "math"
             if task not in TASK_TEMPLATES:
-                raise DataFileError(record.path, record.line_nr, f"expected one of {sorted(TASK_TEMPLATES)}, got {task!r}", "task")
+                raise DataFileError(
+                    record.path, record.line_nr, f"expected one of {sorted(TASK_TEMPLATES)}, got {task!r}", "task"
+                )
             prompt_ids = encoder(TASK_TEMPLATES[task](record.require_str("prompt"))).tolist()
             response_ids = encoder(record.require_str("solution") + EOT).tolist()
             if len(prompt_ids) + len(response_ids) > config.dataset.max_seq_len:

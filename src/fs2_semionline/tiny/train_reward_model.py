@@ -92,13 +92,19 @@ class RewardModelTrainConfig:
         default_factory=lambda: OptimizerSection(config=AdamWConfig(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0))
     )
     lr_scheduler: LRSchedulerSection = field(
-        default_factory=lambda: LRSchedulerSection(config=CosineAnnealingLRConfig(num_warmup_steps=50, final_lr_scale=0.05))
+        default_factory=lambda: LRSchedulerSection(
+            config=CosineAnnealingLRConfig(num_warmup_steps=50, final_lr_scale=0.05)
+        )
     )
     regime: RegimeSection = field(
         default_factory=lambda: RegimeSection(
-            num_steps=1000, validate_every_n_steps=200, checkpoint_every_n_steps=200,
-            publish_metrics_every_n_steps=20, score_metric="pair_accuracy", save_model_only=True,
-        )  # fmt: skip
+            num_steps=1000,
+            validate_every_n_steps=200,
+            checkpoint_every_n_steps=200,
+            publish_metrics_every_n_steps=20,
+            score_metric="pair_accuracy",
+            save_model_only=True,
+        )
     )
     gang: GangSection = field(default_factory=GangSection)
     common: CommonSection = field(default_factory=lambda: CommonSection(seed=2, no_sweep_dir=True))
@@ -168,7 +174,9 @@ class PairAccuracyUnit(_PairScoring, EvalUnit[PairTokens]):
         self.pair_losses(batch, metric_bag)
 
 
-def load_pair_tokens(path: Path, encode: Callable[[str], list[int]], max_seq_len: int) -> list[tuple[list[int], list[int]]]:
+def load_pair_tokens(
+    path: Path, encode: Callable[[str], list[int]], max_seq_len: int
+) -> list[tuple[list[int], list[int]]]:
     """Token ids of ``prompt + response + <|eot_id|>`` for both sides of every pair: the
     exact text :meth:`RewardModel.conversation_text` builds at scoring time."""
     report = LoadReport()
@@ -193,9 +201,12 @@ class RewardModelTrainRecipe(Recipe):
     def register(self, container: DependencyContainer) -> None:
         register_cli_errors(container)
         for name, display in (("bt_loss", "Bradley-Terry Loss"), ("reward_margin", "Reward Margin")):
-            container.collection.register_instance(MetricDescriptor, MetricDescriptor(name, display, 90, format_as_float))
+            container.collection.register_instance(
+                MetricDescriptor, MetricDescriptor(name, display, 90, format_as_float)
+            )
         container.collection.register_instance(
-            MetricDescriptor, MetricDescriptor("pair_accuracy", "Pair Accuracy", 91, format_as_float, higher_better=True)
+            MetricDescriptor,
+            MetricDescriptor("pair_accuracy", "Pair Accuracy", 91, format_as_float, higher_better=True),
         )
 
     @override
@@ -203,7 +214,9 @@ class RewardModelTrainRecipe(Recipe):
         config = context.get_config_as(RewardModelTrainConfig)
         data = config.dataset
         if data.train_path is None or data.valid_path is None:
-            raise ConfigError("dataset.train_path and dataset.valid_path must name pair JSONL files (prompt, chosen, rejected)")
+            raise ConfigError(
+                "dataset.train_path and dataset.valid_path must name pair JSONL files (prompt, chosen, rejected)"
+            )
         tokenizer = context.get_tokenizer()
         encoder = tokenizer.create_raw_encoder()
         pad_idx = tokenizer.vocab_info.pad_idx
@@ -225,9 +238,11 @@ class RewardModelTrainRecipe(Recipe):
 
         dp_model = context.get_data_parallel_model()
         return context.create_trainer(
-            BradleyTerryUnit(dp_model), reader(data.train_path, True),  # type: ignore[arg-type]
-            [PairAccuracyUnit(dp_model)], [reader(data.valid_path, False)],  # type: ignore[arg-type]
-        )  # fmt: skip
+            BradleyTerryUnit(dp_model),
+            reader(data.train_path, True),  # type: ignore[arg-type]
+            [PairAccuracyUnit(dp_model)],
+            [reader(data.valid_path, False)],  # type: ignore[arg-type]
+        )
 
     @property
     @override

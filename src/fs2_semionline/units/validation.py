@@ -11,7 +11,7 @@ divides the mean reward by the mean rollout length; ``reward_len_norm`` does the
 over the whole validation set (Σ reward / Σ tokens over the scored samples), so the
 value does not depend on the batch size or the number of ranks. Dividing a negative
 mean by the length makes longer answers score higher: that is logged, and
-``validation.length_normalization=none`` uses the plain mean reward instead.
+``validation.length_normalize=none`` uses the plain mean reward instead.
 
 Who samples (``validation.sampler``): fairseq2's sampler on the trainer's own model
 (``PolicySampler``), or the rollout generator (:class:`BoundarySampler`, vLLM: the
@@ -45,9 +45,9 @@ from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
-from fs2_semionline.pairing import step_seed
+from fs2_semionline.metrics import MeanOrNaN
 from fs2_semionline.rewards.routing import RewardModelClient, score_responses
-from fs2_semionline.units.preference import MeanOrNaN
+from fs2_semionline.seeding import step_seed
 
 # name → (display name, priority, higher is better); registered as metric descriptors.
 VALID_METRICS: dict[str, tuple[str, int, bool]] = {
@@ -85,7 +85,9 @@ def validation_score(values: MutableMapping[str, object], tasks: frozenset[str])
     return sum(chosen) / len(chosen)
 
 
-def validation_batches(examples: Sequence[PromptExample], batch_size: int, rank: int, world_size: int) -> list[ValidationBatch]:
+def validation_batches(
+    examples: Sequence[PromptExample], batch_size: int, rank: int, world_size: int
+) -> list[ValidationBatch]:
     """This rank's batches: every prompt once over the ranks (round robin), and as many
     batches on every rank (the last may be short or empty)."""
     mine = list(examples[rank::world_size])
@@ -117,8 +119,11 @@ class BoundarySampler:
     def prepare(self, step_nr: int) -> None:
         self._use_generator = self._hold(step_nr)
         if self._use_generator:
-            log.info("validation after step {}: sampling through the rollout generator at version {}",
-                     step_nr, self._generator.version)  # fmt: skip
+            log.info(
+                "validation after step {}: sampling through the rollout generator at version {}",
+                step_nr,
+                self._generator.version,
+            )
         else:
             log.info("validation after step {}: not a generator sync boundary, sampling the trainer's model", step_nr)
 
@@ -165,23 +170,29 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
     def process_batch(self, batch: ValidationBatch, metric_bag: MetricBag) -> None:
         examples = batch.examples
         completions = self._sample(
-            [list(e.token_ids) for e in examples], self._config.num_samples, self._sampling,
+            [list(e.token_ids) for e in examples],
+            self._config.num_samples,
+            self._sampling,
             validation_seed(self._seed, self._batch_nr),
-        )  # fmt: skip
+        )
         self._batch_nr += 1
         if not examples:  # this rank's share ran out (the others may still sample)
             return
         rewards = score_responses(
-            examples, [[c.text for c in cs] for cs in completions],
-            math_scorer=self._math_scorer, reward_model=self._reward_model,
-        )  # fmt: skip
+            examples,
+            [[c.text for c in cs] for cs in completions],
+            math_scorer=self._math_scorer,
+            reward_model=self._reward_model,
+        )
         num_failed = 0
         for task, reward_name in (("math", "accuracy"), ("chat", "reward/chat")):
             scored = [
                 (r, len(c.token_ids))
-                for e, cs, rs in zip(examples, completions, rewards) if e.task == task
-                for c, r in zip(cs, rs) if r is not None
-            ]  # fmt: skip
+                for e, cs, rs in zip(examples, completions, rewards)
+                if e.task == task
+                for c, r in zip(cs, rs)
+                if r is not None
+            ]
             num_failed += sum(r is None for e, rs in zip(examples, rewards) if e.task == task for r in rs)
             if scored:
                 n = len(scored)
@@ -195,15 +206,18 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
         if "chat" in self._tasks:
             reward = float(values["reward/chat"])  # type: ignore[arg-type]
             length = float(values["response_len/chat"])  # type: ignore[arg-type]
-            values["reward_len_norm"] = length_normalised_reward(reward, length, self._config.length_normalization)
-            if self._config.length_normalization == "mean_ratio" and reward < 0:
+            values["reward_len_norm"] = length_normalised_reward(reward, length, self._config.length_normalize)
+            if self._config.length_normalize == "mean_ratio" and reward < 0:
                 log.warning(
                     "validation: the mean chat reward is negative ({:.4g}); divided by the length it favours longer "
-                    "answers. validation.length_normalization=none selects by the plain mean reward.", reward,
-                )  # fmt: skip
-        for task, names in (("math", ("accuracy", "response_len/math")), ("chat", ("reward/chat", "response_len/chat"))):
+                    "answers. validation.length_normalize=none selects by the plain mean reward.",
+                    reward,
+                )
+        for task, names in (
+            ("math", ("accuracy", "response_len/math")),
+            ("chat", ("reward/chat", "response_len/chat")),
+        ):
             if task not in self._tasks:
                 for name in names:
                     values.pop(name, None)
         values["score"] = validation_score(values, self._tasks)
-

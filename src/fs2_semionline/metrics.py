@@ -1,0 +1,77 @@
+"""Training metrics: how each is reduced, and a writer that refuses unregistered names.
+
+Every metric is declared once, where it is computed (the unit's common ones in
+``units/preference.py``, each objective's in its strategy), with its display name and
+reduction. A run registers exactly the ones it computes: a registered metric that is
+never updated would show as a silent 0, and an update of an unregistered one is a bug
+(``MetricWriter`` raises), so nothing is computed but hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from fairseq2.metrics import Max, Mean, MetricBag, Min, Sum
+from torch import Tensor
+
+Reduce = Literal["mean", "sum", "max", "min"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    display: str
+    priority: int
+    reduce: Reduce = "mean"
+    """``mean``: weighted mean over the publish window; ``sum``: counts (fairseq2 also
+    sums them over ranks); ``max``/``min``: the window's extreme."""
+
+
+class MeanOrNaN(Mean):
+    """A mean that is NaN, not 0, when nothing was measured in its window (e.g. every
+    reward failed): a silent 0 would read as a real reward. Also exact means of 0 no
+    longer trip torcheval's "No calls to update()" warning."""
+
+    @torch.inference_mode()
+    def compute(self) -> Tensor:
+        if not self.weights:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return self.weighted_sum / self.weights
+
+
+_KLS = {"mean": MeanOrNaN, "sum": Sum, "max": Max, "min": Min}
+
+
+def add_metrics(bag: MetricBag, names: Collection[str], specs: Mapping[str, Metric]) -> None:
+    """Registers ``names`` (each must have a spec) in fairseq2's metric bag."""
+    for name in names:
+        bag.add(name, _KLS[specs[name].reduce]())
+
+
+class MetricWriter:
+    """Updates a metric bag by name; an unregistered name raises."""
+
+    def __init__(self, bag: MetricBag, specs: Mapping[str, Metric], names: Collection[str]) -> None:
+        self._bag, self._specs, self._names = bag, specs, frozenset(names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def update(self, name: str, value: float, weight: float = 1.0) -> None:
+        """``weight`` is used by means only. A NaN mean value is dropped (nothing measured)."""
+        if name not in self._names:
+            raise KeyError(f"metric {name!r} is not registered for this run (registered: {sorted(self._names)})")
+        reduce = self._specs[name].reduce
+        if reduce == "mean":
+            if not math.isnan(value):
+                self._bag.get(name, MeanOrNaN).update(value, weight=weight)
+        else:
+            self._bag.get(name, _KLS[reduce]).update(value)  # type: ignore[arg-type]
+
+    def update_all(self, values: Mapping[str, tuple[float, float]]) -> None:
+        """``{name: (value, weight)}``, as an objective's loss returns them."""
+        for name, (value, weight) in values.items():
+            self.update(name, value, weight)

@@ -1,0 +1,167 @@
+"""What every objective shares: the typed selection it trains on, the scores it is
+given, what it returns, and the protocol that joins them.
+
+    rollouts + rewards ─► Objective.select ─► items (PreferencePair | PreferenceGroup
+    | AdvantageGroup), one per trained prompt ─► the unit scores their responses
+    (policy, reference and generator log-probs) ─► Objective.loss ─► LossOutput
+
+An item lists the responses it trains on (``responses``, in its own order); the unit
+flattens every item's responses into one batch in item order, and ``Scores.rows(i)``
+gives item i's rows back. An objective reads only its own item type.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar, Protocol, Union
+
+import torch
+from torch import Tensor
+
+from fs2_semionline.metrics import Metric
+from fs2_semionline.objectives import Mismatch, sequence_logprobs
+from fs2_semionline.pairing import PairingStats, RewardKind
+
+
+@dataclass(frozen=True)
+class Response:
+    """One trained response: its tokens (with the EOS the model ended on, if it did) and
+    the generator's log-prob of each (None: not known, e.g. fixed pairs)."""
+
+    token_ids: tuple[int, ...]
+    gen_logps: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """DPO: one chosen and one rejected response of prompt ``prompt_idx`` of the step."""
+
+    prompt_idx: int
+    prompt_ids: tuple[int, ...]
+    chosen: Response
+    rejected: Response
+
+    @property
+    def responses(self) -> tuple[Response, ...]:
+        return (self.chosen, self.rejected)
+
+
+@dataclass(frozen=True)
+class PreferenceGroup:
+    """GroupDPO: every chosen and every rejected response of one prompt; with the GRPO
+    term (``group_dpo_grpo``) also each response's advantage, in ``responses`` order."""
+
+    prompt_idx: int
+    prompt_ids: tuple[int, ...]
+    chosen: tuple[Response, ...]
+    rejected: tuple[Response, ...]
+    advantages: tuple[float, ...] | None = None
+
+    @property
+    def responses(self) -> tuple[Response, ...]:
+        return self.chosen + self.rejected
+
+
+@dataclass(frozen=True)
+class AdvantageGroup:
+    """GRPO: one prompt's responses with a valid reward and their advantages."""
+
+    prompt_idx: int
+    prompt_ids: tuple[int, ...]
+    responses: tuple[Response, ...]
+    advantages: tuple[float, ...]
+
+
+Item = Union[PreferencePair, PreferenceGroup, AdvantageGroup]
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """One step's rollouts on this rank: ``responses[i][j]`` is rollout j of prompt i,
+    ``rewards[i][j]`` its reward (None = failed), ``kinds[i]`` how prompt i is rewarded."""
+
+    prompt_ids: Sequence[tuple[int, ...]]
+    responses: Sequence[Sequence[Response]]
+    rewards: Sequence[Sequence[float | None]]
+    kinds: Sequence[RewardKind]
+
+
+@dataclass
+class Scores:
+    """The flattened responses of a micro-batch's items ([S, T] over response tokens)
+    under the policy, the reference and the generator."""
+
+    token_logps: Tensor
+    """log π_θ per token, float32, with the gradient."""
+    mask: Tensor
+    lens: Tensor
+    """[S] response lengths in tokens (float)."""
+    offsets: list[int]
+    """Item i's rows are ``offsets[i]:offsets[i + 1]``."""
+    ref_token_logps: Tensor | None = None
+    mismatch: Mismatch | None = None
+    """Trainer vs generator log-probs (None when the generator gave none)."""
+
+    def rows(self, i: int) -> slice:
+        return slice(self.offsets[i], self.offsets[i + 1])
+
+    def index(self, rows: Sequence[int]) -> Tensor:
+        return torch.tensor(rows, dtype=torch.long, device=self.token_logps.device)
+
+    @cached_property
+    def logps(self) -> Tensor:
+        """log π_θ(y|x) per response, [S]."""
+        return sequence_logprobs(self.token_logps, self.mask)
+
+    @cached_property
+    def ref_logps(self) -> Tensor:
+        assert self.ref_token_logps is not None, "this objective has no reference"
+        return sequence_logprobs(self.ref_token_logps, self.mask)
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    """Summed over the items (the unit normalises by the step's item count)."""
+    num_items: int
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """``{name: (value, weight)}``; every name is one of the objective's ``metric_names``."""
+
+
+class Objective(Protocol):
+    """A training objective: which rollouts to train on, and the loss on them."""
+
+    METRICS: ClassVar[dict[str, Metric]]
+    """Every metric this kind of objective can log (display names for fairseq2)."""
+
+    @property
+    def needs_reference(self) -> bool: ...
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics this configured objective logs (a subset of ``METRICS``)."""
+
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        """The reasons its selection can skip a prompt, given the batch's reward kinds."""
+
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        """Rewards → the items to train on, in prompt order; degenerate prompts are counted skips."""
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput: ...
+
+
+def preference_skip_reasons(kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+    """DPO and GroupDPO pair by the reward kind: binary rewards skip all-correct and
+    all-incorrect prompts, scalar ones all-equal prompts."""
+    reasons: list[str] = []
+    if "binary" in kinds:
+        reasons += ["all_correct", "all_incorrect"]
+    if "scalar" in kinds:
+        reasons.append("all_equal")
+    return (*reasons, "too_few_valid")
+
+
+def detached_mean(values: Tensor) -> float:
+    return float(values.detach().double().mean()) if values.numel() else float("nan")

@@ -1,0 +1,129 @@
+"""DPO (Eq. 3) as a strategy: one pair per prompt, the loss on the pairs' sequence
+log-probs, and the opt-in truncated importance weight per pair.
+
+Pairs: binary rewards → a random correct against a random incorrect rollout; scalar
+rewards → the best against the worst (``pairing.select_dpo_pairs``). Fixed pairs read
+from a file (offline DPO form (b)) are a DPO selection too (:func:`fixed_pairs`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import ClassVar
+
+from torch import Tensor
+
+from fs2_semionline.config import DPOSection
+from fs2_semionline.data.jsonl import PairExample
+from fs2_semionline.metrics import Metric
+from fs2_semionline.objectives import dpo_loss, truncated_weights
+from fs2_semionline.pairing import PairingStats, RewardKind, select_dpo_pairs
+from fs2_semionline.strategies.base import (
+    Item,
+    LossOutput,
+    PreferencePair,
+    Response,
+    Rollouts,
+    Scores,
+    detached_mean,
+    preference_skip_reasons,
+)
+
+#: What a preference objective (DPO, GroupDPO) logs about its chosen and rejected sides.
+SIDE_METRICS: dict[str, Metric] = {
+    "dpo_loss": Metric("DPO Loss", 91),
+    "nll_loss": Metric("NLL Loss", 92),
+    "chosen_logps": Metric("Chosen Log-prob", 120),
+    "rejected_logps": Metric("Rejected Log-prob", 121),
+    "chosen_len": Metric("Chosen Length", 122),
+    "rejected_len": Metric("Rejected Length", 123),
+    "num_pairs": Metric("Pairs", 130, "sum"),
+}
+IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
+
+
+def side_metrics(scores: Scores, chosen: list[int], rejected: list[int]) -> dict[str, tuple[float, float]]:
+    """Mean log-prob and length of the chosen and the rejected responses (rows)."""
+    c, r = scores.index(chosen), scores.index(rejected)
+    return {
+        "chosen_logps": (detached_mean(scores.logps[c]), len(chosen)),
+        "rejected_logps": (detached_mean(scores.logps[r]), len(rejected)),
+        "chosen_len": (detached_mean(scores.lens[c]), len(chosen)),
+        "rejected_len": (detached_mean(scores.lens[r]), len(rejected)),
+    }
+
+
+def fixed_pairs(pairs: Sequence[PairExample]) -> list[PreferencePair]:
+    """Pairs read from a file as a DPO selection (no generator log-probs)."""
+    return [
+        PreferencePair(i, tuple(p.prompt_ids), Response(tuple(p.chosen_ids)), Response(tuple(p.rejected_ids)))
+        for i, p in enumerate(pairs)
+    ]
+
+
+class DPOObjective:
+    METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **IS_METRIC}
+
+    def __init__(self, config: DPOSection, *, importance_cap: float | None = None) -> None:
+        """``importance_cap``: C of the truncated importance weights (None: no correction)."""
+        self.config = config
+        self.importance_cap = importance_cap
+
+    @property
+    def needs_reference(self) -> bool:
+        return True
+
+    def metric_names(self) -> tuple[str, ...]:
+        names = [n for n in SIDE_METRICS if n != "nll_loss" or self.config.nll_scale != 0.0]
+        if self.importance_cap is not None:
+            names.append("is_truncated")
+        return tuple(names)
+
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        return preference_skip_reasons(kinds)
+
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        pairs, stats = select_dpo_pairs(rollouts.rewards, rollouts.kinds, rng)
+        items: list[Item] = [
+            PreferencePair(
+                p.prompt_idx,
+                rollouts.prompt_ids[p.prompt_idx],
+                rollouts.responses[p.prompt_idx][p.chosen_idx],
+                rollouts.responses[p.prompt_idx][p.rejected_idx],
+            )
+            for p in pairs
+        ]
+        return items, stats
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        """Row ``offsets[i]`` is pair i's chosen response, the next its rejected one."""
+        cfg = self.config
+        chosen = [scores.offsets[i] for i in range(len(items))]
+        rejected = [c + 1 for c in chosen]
+        c, r = scores.index(chosen), scores.index(rejected)
+        out = dpo_loss(
+            scores.logps[c],
+            scores.logps[r],
+            scores.ref_logps[c],
+            scores.ref_logps[r],
+            beta=cfg.beta,
+            chosen_lens=scores.lens[c],
+            rejected_lens=scores.lens[r],
+            length_normalize=cfg.length_normalize,
+            nll_scale=cfg.nll_scale,
+            nll_length_normalize=cfg.nll_length_normalize,
+        )
+        per_pair: Tensor = out.loss
+        n = len(items)
+        metrics = {"dpo_loss": (detached_mean(out.dpo_loss), n), "num_pairs": (float(n), 1.0)}
+        if cfg.nll_scale != 0.0:
+            metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
+        metrics |= side_metrics(scores, chosen, rejected)
+        if self.importance_cap is not None and scores.mismatch is not None:
+            # A pair (y_w, y_l) is drawn from μ × μ: its weight is ρ(y_w)·ρ(y_l), in log space.
+            log_pair = scores.mismatch.seq_log_ratio[c] + scores.mismatch.seq_log_ratio[r]
+            per_pair = per_pair * truncated_weights(log_pair, self.importance_cap).to(per_pair.dtype)
+            metrics["is_truncated"] = (float((log_pair > math.log(self.importance_cap)).double().mean()), n)
+        return LossOutput(per_pair.sum(), n, metrics)

@@ -1,0 +1,137 @@
+"""GroupDPO (Eq. 4) as a strategy: every correct × incorrect pair of a prompt, averaged
+per prompt; and GroupDPO + α·GRPO (§4.2) on the same responses.
+
+Sets: binary rewards → (all correct, all incorrect); scalar rewards → above against
+below the group's mean (``pairing.select_pair_sets``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from fs2_semionline.config import DPOSection, GRPOSection
+from fs2_semionline.metrics import Metric
+from fs2_semionline.objectives import group_dpo_loss, grpo_loss, sum_by_group
+from fs2_semionline.pairing import PairingStats, RewardKind, grpo_advantages, select_pair_sets
+from fs2_semionline.strategies.base import (
+    Item,
+    LossOutput,
+    PreferenceGroup,
+    Rollouts,
+    Scores,
+    detached_mean,
+    preference_skip_reasons,
+)
+from fs2_semionline.strategies.dpo import SIDE_METRICS, side_metrics
+from fs2_semionline.strategies.grpo import GRPO_METRICS
+
+
+class GroupDPOObjective:
+    METRICS: ClassVar[dict[str, Metric]] = dict(SIDE_METRICS)
+
+    def __init__(self, config: DPOSection) -> None:
+        self.config = config
+
+    @property
+    def needs_reference(self) -> bool:
+        return True
+
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(n for n in SIDE_METRICS if n != "nll_loss" or self.config.nll_scale != 0.0)
+
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        return preference_skip_reasons(kinds)
+
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        sets, stats = select_pair_sets(rollouts.rewards, rollouts.kinds)
+        advantages = self._advantages(rollouts)
+        items: list[Item] = []
+        for s in sets:
+            responses = rollouts.responses[s.prompt_idx]
+            order = (*s.chosen, *s.rejected)
+            adv = (
+                None
+                if advantages is None
+                else tuple(a if (a := advantages[s.prompt_idx][j]) is not None else 0.0 for j in order)
+            )
+            items.append(
+                PreferenceGroup(
+                    s.prompt_idx,
+                    rollouts.prompt_ids[s.prompt_idx],
+                    tuple(responses[j] for j in s.chosen),
+                    tuple(responses[j] for j in s.rejected),
+                    adv,
+                )
+            )
+        return items, stats
+
+    def _advantages(self, rollouts: Rollouts) -> list[list[float | None]] | None:
+        return None
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        """Per item: its chosen rows, then its rejected rows."""
+        cfg = self.config
+        groups: list[tuple[list[int], list[int]]] = []
+        for i, item in enumerate(items):
+            assert isinstance(item, PreferenceGroup)
+            first = scores.offsets[i]
+            middle = first + len(item.chosen)
+            groups.append((list(range(first, middle)), list(range(middle, scores.offsets[i + 1]))))
+        out = group_dpo_loss(
+            scores.logps,
+            scores.ref_logps,
+            groups,
+            beta=cfg.beta,
+            lens=scores.lens,
+            length_normalize=cfg.length_normalize,
+            nll_scale=cfg.nll_scale,
+            nll_length_normalize=cfg.nll_length_normalize,
+        )
+        n = len(items)
+        metrics = {"dpo_loss": (detached_mean(out.dpo_loss), n), "num_pairs": (float(out.num_pairs.sum()), 1.0)}
+        if cfg.nll_scale != 0.0:
+            metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
+        chosen = [c for cs, _ in groups for c in cs]
+        rejected = [r for _, rs in groups for r in rs]
+        metrics |= side_metrics(scores, chosen, rejected)
+        return LossOutput(out.loss.sum(), n, metrics)
+
+
+class GroupDPOGRPOObjective(GroupDPOObjective):
+    """§4.2: L = L_GroupDPO(x, Y_c, Y_r) + α · L_GRPO(x, Y_c ∪ Y_r), per prompt."""
+
+    METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **GRPO_METRICS}
+
+    def __init__(self, config: DPOSection, grpo: GRPOSection, alpha: float) -> None:
+        super().__init__(config)
+        self.grpo = grpo
+        self.alpha = alpha
+
+    def metric_names(self) -> tuple[str, ...]:
+        return (*super().metric_names(), "grpo_loss", *(("kl",) if self.grpo.kl_beta != 0.0 else ()))
+
+    def _advantages(self, rollouts: Rollouts) -> list[list[float | None]] | None:
+        return grpo_advantages(rollouts.rewards, normalize_std=self.grpo.normalize_advantage_std)[0]
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        out = super().loss(items, scores)
+        advantages = [a for item in items for a in item.advantages]  # type: ignore[union-attr]
+        group_ids = [i for i, item in enumerate(items) for _ in item.responses]
+        device = scores.token_logps.device
+        gr = grpo_loss(
+            scores.token_logps,
+            scores.mask,
+            torch.tensor(advantages, device=device),
+            beta=self.grpo.kl_beta,
+            ref_token_logps=scores.ref_token_logps,
+            length_normalize=self.grpo.length_normalize,
+        )
+        grpo_per_prompt = sum_by_group(gr.loss, torch.tensor(group_ids, device=device), len(items))
+        out.metrics["grpo_loss"] = (detached_mean(grpo_per_prompt), out.num_items)
+        if self.grpo.kl_beta != 0.0:
+            out.metrics["kl"] = (detached_mean(gr.kl), len(advantages))
+        return LossOutput(out.loss + self.alpha * grpo_per_prompt.sum(), out.num_items, out.metrics)

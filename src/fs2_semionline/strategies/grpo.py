@@ -1,0 +1,83 @@
+"""GRPO (Eq. 1) as a strategy: group-relative advantages over a prompt's rollouts, the
+policy-gradient loss summed over the group, k3 KL to the reference, and the opt-in
+truncated importance weight per token."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from fs2_semionline.config import GRPOSection
+from fs2_semionline.metrics import Metric
+from fs2_semionline.objectives import grpo_loss, truncated_weights
+from fs2_semionline.pairing import PairingStats, RewardKind, grpo_advantages
+from fs2_semionline.strategies.base import AdvantageGroup, Item, LossOutput, Rollouts, Scores, detached_mean
+
+GRPO_METRICS: dict[str, Metric] = {
+    "grpo_loss": Metric("GRPO Loss", 93),
+    "kl": Metric("KL (k3)", 94),
+}
+
+
+class GRPOObjective:
+    METRICS: ClassVar[dict[str, Metric]] = {**GRPO_METRICS, "is_truncated": Metric("IS Weights Truncated", 165)}
+
+    def __init__(self, config: GRPOSection, *, importance_cap: float | None = None) -> None:
+        self.config = config
+        self.importance_cap = importance_cap
+
+    @property
+    def needs_reference(self) -> bool:
+        """Only for the KL term."""
+        return self.config.kl_beta != 0.0
+
+    def metric_names(self) -> tuple[str, ...]:
+        names = ["grpo_loss"]
+        if self.config.kl_beta != 0.0:
+            names.append("kl")
+        if self.importance_cap is not None:
+            names.append("is_truncated")
+        return tuple(names)
+
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        """Advantages need two valid rewards that differ, whatever their kind."""
+        return ("all_equal", "too_few_valid")
+
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        advantages, stats = grpo_advantages(rollouts.rewards, normalize_std=self.config.normalize_advantage_std)
+        items: list[Item] = []
+        for i, row in enumerate(advantages):
+            kept = [j for j, a in enumerate(row) if a is not None]
+            if kept:
+                responses = tuple(rollouts.responses[i][j] for j in kept)
+                items.append(AdvantageGroup(i, rollouts.prompt_ids[i], responses, tuple(float(row[j]) for j in kept)))  # type: ignore[arg-type]
+        return items, stats
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        """Eq. 1 sums over a prompt's rollouts; the unit normalises per prompt."""
+        advantages = [a for item in items for a in item.advantages]  # type: ignore[union-attr]
+        metrics: dict[str, tuple[float, float]] = {}
+        token_weights = None
+        if self.importance_cap is not None and scores.mismatch is not None:
+            off = scores.mismatch
+            token_weights = truncated_weights(off.token_log_ratio, self.importance_cap).to(scores.token_logps.dtype)
+            over = (off.token_log_ratio > math.log(self.importance_cap)) & scores.mask.bool()
+            metrics["is_truncated"] = (float(over.sum()) / max(off.num_tokens, 1), off.num_tokens)
+        gr = grpo_loss(
+            scores.token_logps,
+            scores.mask,
+            torch.tensor(advantages, device=scores.token_logps.device),
+            beta=self.config.kl_beta,
+            ref_token_logps=scores.ref_token_logps,
+            length_normalize=self.config.length_normalize,
+            token_weights=token_weights,
+        )
+        n = len(items)
+        metrics["grpo_loss"] = (float(gr.loss.detach().sum()) / n, n)
+        if self.config.kl_beta != 0.0:
+            metrics["kl"] = (detached_mean(gr.kl), len(advantages))
+        return LossOutput(gr.loss.sum(), n, metrics)

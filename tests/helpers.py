@@ -1,0 +1,61 @@
+"""Helpers shared by test modules (test modules import from here, never from each other)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, PreferenceFinetuneRecipe
+
+CLI = [sys.executable, "-m", "fs2_semionline.cli"]
+# One intra-op thread: on 2 cores shared with other jobs, 2 OpenMP threads make the tiny
+# model's sampler many times slower (spinning threads wait for each other).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``fs2-semionline ARGS`` in a subprocess."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def tiny_config(tmp_path: Path, **loss: Any) -> PreferenceFinetuneConfig:
+    """A 2-step run on 64 tiny math prompts; ``loss`` sets ``loss.*`` keys, a dict value
+    a sub-section's (``dpo={"beta": 0.1}`` sets ``loss.dpo.beta``)."""
+    train = tmp_path / "train.jsonl"
+    if not train.exists():
+        train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:64]) + "\n")
+    config = PreferenceFinetuneConfig()
+    config.dataset.math_paths = [train]
+    config.dataset.batch_size = 4
+    config.generator.num_rollouts = 4
+    config.generator.max_gen_len = 32
+    config.optimizer.config.lr = 1e-4  # type: ignore[attr-defined]
+    config.regime.num_steps = 2
+    config.regime.checkpoint_every_n_steps = 2
+    config.common.metric_recorders.tensorboard.enabled = False
+    config.reward.math.num_workers = 1
+    for key, value in loss.items():
+        if isinstance(value, dict):
+            section = getattr(config.loss, key)
+            for sub, v in value.items():
+                if not hasattr(section, sub):
+                    raise AttributeError(f"loss.{key} has no key {sub!r}")
+                setattr(section, sub, v)
+        else:
+            if not hasattr(config.loss, key):
+                raise AttributeError(f"loss has no key {key!r}")
+            setattr(config.loss, key, value)
+    return config
+
+
+def run_recipe(config: PreferenceFinetuneConfig, out_dir: Path) -> list[dict[str, object]]:
+    """Runs the recipe in this process; returns the rows of ``metrics/train.jsonl``."""
+    from fairseq2.recipe.run import run
+
+    run(PreferenceFinetuneRecipe(), config, out_dir, no_rich=True)
+    return [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
