@@ -24,7 +24,7 @@ import torch
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, PreferenceFinetuneRecipe
 
-PHASES = ("Generate Time (s)", "Reward Time (s)", "Loss Time (s)", "Sync Time (s)")
+PHASES = ("Generate Time (s)", "Reward Time (s)", "Forward + Loss Time (s)", "Sync Time (s)")
 
 
 def machine() -> dict[str, object]:

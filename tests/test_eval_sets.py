@@ -49,7 +49,7 @@ def test_each_set_equals_its_file_alone(tiny_model, tiny_tokenizer, two_files, o
     from fs2_semionline.eval.sets import evaluate_math_sets
     from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.generation.protocol import SamplingConfig
-    from fs2_semionline.rewards.math_verify import MathVerifyPool
+    from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     encoder = tiny_tokenizer.create_raw_encoder()
 

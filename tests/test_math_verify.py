@@ -1,4 +1,4 @@
-"""Tests for fs2_semionline.rewards.math_verify (Math-Verify based math reward)."""
+"""Tests for the Math-Verify based math reward (fs2_semionline.rewards: boxed, math_judge, math_pool)."""
 
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ def test_pathological_inputs_in_process(name: str) -> None:
 def test_deadline_survives_an_alarm_lost_in_a_finaliser() -> None:
     # Python prints and drops an exception raised in __del__; a one-shot timer
     # whose only alarm lands there would let the item run on unbounded.
-    from fs2_semionline.rewards.math_verify import _deadline, _ItemTimeout
+    from fs2_semionline.rewards.math_judge import _deadline, _ItemTimeout
 
     class SwallowsAlarm:
         def __del__(self) -> None:

@@ -215,17 +215,27 @@ def test_pairs_file_needs_offline_dpo(tmp_path: Path) -> None:
         check_config(config)
 
 
+def pipeline(items, config, rank: int, size: int):
+    from fs2_semionline.data.train_data import train_pipeline
+
+    return train_pipeline(
+        items,
+        config.dataset,
+        window=config.generator.sync_every_n_steps or 1,
+        num_micro=config.trainer.grad_accumulation.num_batches,
+        seed=config.common.seed,
+        dp_rank=rank,
+        dp_size=size,
+    )
+
+
 def test_data_parallel_ranks_read_disjoint_equal_shards(tmp_path: Path) -> None:
     from fs2_semionline.data.jsonl import PromptExample
-    from fs2_semionline.recipes.preference_finetune import train_pipeline
-    from fs2_semionline.units.preference import PromptBatch
 
     config = tiny_config(tmp_path)
     config.dataset.batch_size = 4  # global: 2 prompts per rank and step
     items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(11)]
-    shards = [
-        [e.prompt for b in train_pipeline(items, config, PromptBatch, rank, 2) for e in b.examples] for rank in range(2)
-    ]
+    shards = [[e.prompt for b in pipeline(items, config, rank, 2) for e in b.examples] for rank in range(2)]
     assert len(shards[0]) == len(shards[1]) == 4  # 5 each, cut to whole batches of 2
     assert not set(shards[0]) & set(shards[1])
 
@@ -233,15 +243,13 @@ def test_data_parallel_ranks_read_disjoint_equal_shards(tmp_path: Path) -> None:
 def test_global_batch_is_split_over_ranks_and_micro_batches(tmp_path: Path) -> None:
     from fs2_semionline.data.jsonl import PromptExample
     from fs2_semionline.errors import ConfigError
-    from fs2_semionline.recipes.preference_finetune import train_pipeline
-    from fs2_semionline.units.preference import PromptBatch
 
     config = tiny_config(tmp_path)
     config.dataset.batch_size = 8
     config.generator.sync_every_n_steps = 2
     config.trainer.grad_accumulation.num_batches = 2
     items = [PromptExample(f"p{i}", f"p{i}", [i], "1", "math", f"f:{i}") for i in range(16)]
-    batches = list(train_pipeline(items, config, PromptBatch, 1, 2))  # rank 1 of 2: 8 prompts, 4 per step
+    batches = list(pipeline(items, config, 1, 2))  # rank 1 of 2: 8 prompts, 4 per step
     assert [(b.index, b.micro, len(b.step_examples), len(b.examples)) for b in batches] == [
         (0, 0, 4, 2),
         (0, 1, 4, 2),
@@ -254,7 +262,7 @@ def test_global_batch_is_split_over_ranks_and_micro_batches(tmp_path: Path) -> N
     with pytest.raises(
         ConfigError, match=r"dataset.batch_size=6 .* multiple of data-parallel size 2 x .*num_batches 2 = 4"
     ):
-        list(train_pipeline(items, config, PromptBatch, 0, 2))
+        list(pipeline(items, config, 0, 2))
 
 
 def test_mismatch_is_noise_on_sync_steps_and_truncated_is_scales_the_loss(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from transformers import AutoTokenizer, LlamaForSequenceClassification, LlamaMod
 
 from fs2_semionline.data.templates import EOT, non_verifiable_prompt
 from fs2_semionline.paths import ASSETS_DIR
+from fs2_semionline.rewards.athene import AtheneForSequenceClassification
 from fs2_semionline.rewards.reward_model import (
-    AtheneForSequenceClassification,
     RewardModel,
     RewardModelSpec,
     resolve_reward_model,

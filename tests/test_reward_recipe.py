@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fs2_semionline.errors import ConfigError
-from fs2_semionline.recipes.preference_finetune import check_config
+from fs2_semionline.recipes.checks import check_config
 from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
 
 from helpers import run_recipe, tiny_config
@@ -84,7 +84,7 @@ def test_mixed_batches_route_each_prompt_to_its_reward(ray_cluster, reward_model
 
 def test_mix_keeps_the_requested_share_of_chat_prompts() -> None:
     from fs2_semionline.data.jsonl import PromptExample
-    from fs2_semionline.recipes.preference_finetune import mix_tasks
+    from fs2_semionline.data.train_data import mix_tasks
 
     def ex(task: str, i: int) -> PromptExample:
         return PromptExample(f"{task}{i}", f"{task}{i}", [i], "1" if task == "math" else None, task, f"f:{i}")

@@ -20,7 +20,7 @@ from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prom
 from fs2_semionline.errors import ConfigError
 from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from fs2_semionline.recipes.preference_finetune import check_config
+from fs2_semionline.recipes.checks import check_config
 from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
 from fs2_semionline.units.validation import validation_score, validation_seed
 
@@ -125,7 +125,7 @@ def test_validation_scores_and_keeps_the_best_checkpoint(
 ) -> None:
     math_file, chat_file = _valid_files(tmp_path)
     config = tiny_config(tmp_path)
-    config.reward.model = str(reward_model_dir)
+    config.reward.model.name = str(reward_model_dir)
     config.validation.math_paths = [math_file]
     config.validation.chat_paths = [chat_file]
     config.validation.num_samples = 2

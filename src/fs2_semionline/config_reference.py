@@ -114,7 +114,7 @@ def render(recipes: dict[str, type]) -> str:
 
 
 def recipe_configs() -> dict[str, type]:
-    from fs2_semionline.recipes.evaluate import EvaluateConfig
+    from fs2_semionline.recipes.evaluate_config import EvaluateConfig
     from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
     return {"preference_finetune": PreferenceFinetuneConfig, "evaluate": EvaluateConfig}

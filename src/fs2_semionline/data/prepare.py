@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.errors import ConfigError, UserInputError
-from fs2_semionline.rewards.math_verify import extract_last_boxed
+from fs2_semionline.rewards.boxed import extract_last_boxed
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.accuracy import AccuracyStats, accuracy_over_sample_sets
 from fs2_semionline.generation.protocol import Sampler, SamplingConfig
-from fs2_semionline.rewards.math_verify import MathVerifyPool
+from fs2_semionline.rewards.math_pool import MathVerifyPool
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from fs2_semionline.data.templates import TASK_TEMPLATES
 from fs2_semionline.eval.chat_eval import ChatGeneration, ChatIds, generate_chat
 from fs2_semionline.eval.math_eval import MathEvalResult, evaluate_math
 from fs2_semionline.generation.protocol import Sampler, SamplingConfig
-from fs2_semionline.rewards.math_verify import MathVerifyPool
+from fs2_semionline.rewards.math_pool import MathVerifyPool
 
 TaskName = Literal["math", "chat"]
 

@@ -10,31 +10,18 @@ Two heads are supported:
     token of each row (``config.pad_token_id``), so right padding does not change it.
 
 ``athene``
-    Nexusflow's Athene-RM-8B (https://huggingface.co/Nexusflow/Athene-RM-8B). Its model
-    card's "Usage" section (README added 2024-10-21; the identical code is in the
-    Athene-RM-70B card, huggingface.co/Nexusflow/Athene-RM-70B commit e71206c, and in
-    AllenAI RewardBench's ``rewardbench/models/athene.py``) says:
-
-    * ``class AtheneForSequenceClassification(LlamaPreTrainedModel)`` holds
-      ``self.model = LlamaModel(config)`` and
-      ``self.v_head = nn.Linear(config.hidden_size, 1, bias=False)`` with
-      ``self.CLS_ID = 128003`` (``<|reserved_special_token_1|>`` in the Llama-3
-      vocabulary);
-    * its ``forward`` applies ``v_head`` to ``hidden_states[-1]`` at every position
-      and returns, per row, the value at the *last* position whose id is ``CLS_ID``
-      (``c_inds = (input_ids[i] == self.CLS_ID).nonzero(); c_ind = c_inds[-1]``);
-    * its pipeline builds the text with
-      ``tokenizer.apply_chat_template(messages, tokenize=False)`` for
-      ``[{"role": "user", ...}, {"role": "assistant", ...}]``, then
-      ``formatted = formatted + self.tokenizer.cls_token``, and tokenizes it with the
-      tokenizer's defaults (``max_length=4096, truncation=True``).
+    Nexusflow's Athene-RM-8B (https://huggingface.co/Nexusflow/Athene-RM-8B), loaded with
+    the head its model card defines (:mod:`fs2_semionline.rewards.athene`). The card's
+    pipeline builds the text with
+    ``tokenizer.apply_chat_template(messages, tokenize=False)`` for
+    ``[{"role": "user", ...}, {"role": "assistant", ...}]``, then
+    ``formatted = formatted + self.tokenizer.cls_token``, and tokenizes it with the
+    tokenizer's defaults (``max_length=4096, truncation=True``).
 
     We follow that: the reward is ``v_head`` read at the CLS token appended after the
     chat-templated conversation, never at the last pad position. Deliberate
-    differences: we use ``last_hidden_state`` (equal to ``hidden_states[-1]``, without
-    keeping every layer's activations), the CLS id is the tokenizer's ``cls_token_id``
-    (the card hard-codes 128003; we warn when a Llama-3-sized tokenizer disagrees),
-    and we never truncate (a truncated text would lose its CLS token and the card's
+    differences: the CLS id is the tokenizer's ``cls_token_id`` (the card hard-codes
+    128003; we warn when a Llama-3-sized tokenizer disagrees), and we never truncate (a truncated text would lose its CLS token and the card's
     code would crash): a text longer than ``max_length`` (default 4096 as in the card)
     gets ``None``. Like the card, the text is tokenized with the tokenizer's default
     special tokens; a Llama-3 tokenizer that adds BOS thus puts a second
@@ -68,19 +55,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import torch
-from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaModel,
-    LlamaPreTrainedModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from fs2_semionline.data.templates import BEGIN_OF_TEXT, EOT, chat_prompt
+from fs2_semionline.rewards.athene import ATHENE_CLS_ID, AtheneForSequenceClassification
 
 if TYPE_CHECKING:
     from fairseq2.assets import AssetCard, AssetStore
@@ -88,9 +72,7 @@ if TYPE_CHECKING:
     from fs2_semionline.config import RewardModelSection
 
 __all__ = [
-    "ATHENE_CLS_ID",
     "ATHENE_MAX_LENGTH",
-    "AtheneForSequenceClassification",
     "RewardHead",
     "RewardModel",
     "RewardModelSpec",
@@ -108,10 +90,7 @@ _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 
-#: ``self.CLS_ID`` of the model card: ``<|reserved_special_token_1|>`` in Llama-3.
-ATHENE_CLS_ID = 128003
-
-#: ``max_length`` of the model card's pipeline.
+#: ``max_length`` of the Athene-RM model card's pipeline.
 ATHENE_MAX_LENGTH = 4096
 
 
@@ -144,33 +123,6 @@ class RewardModelSpec:
             raise ValueError(f"reward model batch_size must be >= 1: {self.batch_size}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"reward model max_length must be >= 1 or None: {self.max_length}")
-
-
-class AtheneForSequenceClassification(LlamaPreTrainedModel):
-    """Athene-RM's architecture as its model card defines it: ``LlamaModel`` + ``v_head``.
-
-    The checkpoint's keys are ``model.*`` and ``v_head.weight``; ``forward`` returns
-    ``{"scores": ...}`` like the card, with NaN for a row that has no CLS token
-    (the card's code raises there) so the caller can turn it into ``None``.
-    """
-
-    def __init__(self, config: LlamaConfig) -> None:
-        super().__init__(config)
-        self.model = LlamaModel(config)
-        self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
-        self.CLS_ID = ATHENE_CLS_ID
-        self.post_init()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        hidden = self.model(input_ids, attention_mask=attention_mask).last_hidden_state
-        rewards = self.v_head(hidden).squeeze(-1)  # [batch, seq]
-        is_cls = input_ids == self.CLS_ID
-        if attention_mask is not None:
-            is_cls &= attention_mask.bool()
-        positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
-        last_cls = (positions * is_cls).argmax(-1)  # the card's ``c_inds[-1]``
-        scores = rewards.gather(1, last_cls[:, None]).squeeze(1)
-        return {"scores": torch.where(is_cls.any(-1), scores, torch.nan)}
 
 
 class RewardModel:

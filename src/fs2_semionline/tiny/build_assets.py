@@ -80,7 +80,7 @@ def select_checkpoint(
     from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.generation.protocol import SamplingConfig
-    from fs2_semionline.rewards.math_verify import MathVerifyPool
+    from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
     encoder = tokenizer.create_raw_encoder()

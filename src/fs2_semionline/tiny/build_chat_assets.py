@@ -78,7 +78,7 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.local import PolicySampler, sample_completions
     from fs2_semionline.generation.protocol import SamplingConfig
-    from fs2_semionline.rewards.math_verify import MathVerifyPool
+    from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
     encoder = tokenizer.create_raw_encoder()
