@@ -1,0 +1,129 @@
+"""WildChat(-1M) -> first-turn user prompts in train.jsonl (+ valid.jsonl).
+
+Filtering follows the paper (arXiv 2506.21495): WildChat-1M first-turn user prompts,
+randomly sampled (§3.2).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from fs2_semionline.data.prepare.common import (
+    InputTable,
+    PrepareStats,
+    SourceRow,
+    _BadRow,
+    _dedup_key,
+    _write_outputs,
+    expand_inputs,
+)
+from fs2_semionline.errors import UserInputError
+
+
+def _first_user_turn(row: SourceRow) -> str | None:
+    """Content of the conversation's first user turn; None when it has none."""
+    conversation = row.data.get("conversation")
+    if not isinstance(conversation, list):
+        got = "null" if conversation is None else type(conversation).__name__
+        raise _BadRow(f"field 'conversation': expected a list of turns, got {got}")
+    for i, turn in enumerate(conversation):
+        if not isinstance(turn, Mapping):
+            raise _BadRow(f"field 'conversation': turn {i} is not an object")
+        if turn.get("role") == "user":
+            content = turn.get("content")
+            if not isinstance(content, str):
+                raise _BadRow(f"field 'conversation': turn {i} has no string 'content'")
+            return content
+    return None
+
+
+def prepare_wildchat(
+    inputs: Sequence[Path | str],
+    out: Path | str,
+    *,
+    num: int | None = None,
+    valid: int = 0,
+    seed: int = 0,
+    english_only: bool = False,
+    single_turn_only: bool = False,
+    drop_toxic: bool = False,
+) -> PrepareStats:
+    """WildChat(-1M) files -> train.jsonl (+ valid.jsonl) of first-turn user prompts.
+
+    §3.2 of the paper samples user prompts from first-turn interactions at random: each
+    conversation gives its first user turn; later turns need the earlier answers, which
+    are not the policy's own. ``single_turn_only`` keeps only conversations of one turn
+    (the other reading of "first-turn interactions"); ``english_only`` and ``drop_toxic``
+    use the dataset's conversation-level ``language`` and ``toxic`` columns. Prompts are
+    deduplicated, shuffled with ``seed``; the first ``valid`` go to valid.jsonl, the next
+    ``num`` (all when None) to train.jsonl.
+    """
+    paths = expand_inputs(inputs)
+    stats = PrepareStats(
+        "wildchat",
+        [str(p) for p in paths],
+        {
+            "num": num,
+            "valid": valid,
+            "seed": seed,
+            "english_only": english_only,
+            "single_turn_only": single_turn_only,
+            "drop_toxic": drop_toxic,
+        },
+    )
+    kept: list[dict[str, object]] = []
+    seen: set[str] = set()
+    for path in paths:
+        table = InputTable(path)
+        table.require("conversation")
+        if english_only:
+            table.require("language")
+        if single_turn_only:
+            table.require("turn")
+        if drop_toxic:
+            table.require("toxic")
+        id_column = next((c for c in ("conversation_hash", "conversation_id") if c in table.columns), None)
+        columns = ["conversation", "language", "turn", "toxic"] + ([id_column] if id_column else [])
+        for row in table.rows(columns):
+            stats.report.num_read += 1
+            try:
+                prompt = _first_user_turn(row)
+            except _BadRow as ex:
+                stats.bad_row(row, str(ex))
+                continue
+            if prompt is None:
+                stats.drop("no_user_turn")
+            elif single_turn_only and row.data.get("turn") != 1:
+                stats.drop("multi_turn")
+            elif drop_toxic and row.data.get("toxic") is True:
+                stats.drop("toxic")
+            elif english_only and row.data.get("language") != "English":
+                stats.drop("not_english")
+            elif not prompt.strip():
+                stats.drop("empty_prompt")
+            elif (key := _dedup_key(prompt)) in seen:
+                stats.drop("duplicate")
+            else:
+                seen.add(key)
+                record: dict[str, object] = {"prompt": prompt.strip(), "source": "wildchat"}
+                if id_column and isinstance(row.data.get(id_column), str):
+                    record["id"] = row.data[id_column]
+                kept.append(record)
+    if num is not None and num + valid > len(kept):
+        raise UserInputError(
+            f"only {len(kept)} prompts remain after filtering: too few for --num {num} and --valid {valid}"
+        )
+    if num is None and valid >= len(kept):
+        raise UserInputError(f"only {len(kept)} prompts remain after filtering: too few for --valid {valid}")
+    shuffled = list(kept)
+    random.Random(seed).shuffle(shuffled)
+    train_end = len(shuffled) if num is None else valid + num
+    splits = {"train": shuffled[valid:train_end]}
+    if valid:
+        splits["valid"] = shuffled[:valid]
+    # Kept by every filter but not drawn by the sampling.
+    stats.extra["num_not_sampled"] = len(shuffled) - train_end
+    _write_outputs(Path(out), splits, stats)
+    return stats
