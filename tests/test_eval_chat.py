@@ -182,7 +182,7 @@ def test_cli_refuses_an_unknown_reward_model_before_sampling(tmp_path: Path) -> 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert (
-        "reward.model: " in out.stdout + out.stderr
+        "reward.model.name: " in out.stdout + out.stderr
         and "neither a local reward model folder nor a fairseq2 asset card" in out.stdout + out.stderr
     )
     assert not (tmp_path / "out" / "generations.jsonl").exists()
