@@ -190,6 +190,18 @@ def test_every_objective_and_regime_trains_under_fsdp(tmp_path: Path, label: str
     assert all(r["Non-finite Losses"] == 0 for r in got.values())
     assert any(r["Loss"] == r["Loss"] for r in got.values())  # some step trained (not NaN)
     assert (out / "checkpoints" / "step_2" / "model" / "pp_00" / "tp_00" / "sdp_01.pt").exists()
+    if label == "offline_dpo":  # `fs2-semionline export` of an FSDP checkpoint: the weights its shards hold
+        from safetensors.torch import load_file
+
+        from fs2_semionline.export import export_checkpoint, find_checkpoint
+        from fs2_semionline.extension import tiny_math_config
+        from fs2_semionline.hf_export import to_hf_state_dict
+
+        hf = export_checkpoint(find_checkpoint(out), tmp_path / "hf")
+        expected = to_hf_state_dict(full_weights(out / "checkpoints" / "step_2"), tiny_math_config())
+        exported = load_file(hf / "model.safetensors")
+        assert exported.keys() == expected.keys()
+        assert all(torch.equal(exported[k], expected[k]) for k in exported)
 
 
 def _preset_precision(name: str) -> list[str]:

@@ -3,6 +3,7 @@
     fs2-semionline presets
     fs2-semionline plot RUN_DIR [RUN_DIR ...]
     fs2-semionline data numinamath|wildchat|math500|amc23 IN... --out DIR
+    fs2-semionline export RUN_DIR|CHECKPOINT OUT_DIR [--step N | --best] [--dtype D]
     fs2-semionline lm evaluate OUT_DIR [--preset NAME] [--config-file F] [--config k=v ...]
 
 Everything after the recipe name except ``--preset`` goes to fairseq2's recipe CLI
@@ -25,6 +26,7 @@ RECIPES: dict[str, str] = {
 USAGE = """usage: fs2-semionline presets
        fs2-semionline plot RUN_DIR [RUN_DIR ...] [--out DIR] [--metric NAME] [--smooth N]
        fs2-semionline data {numinamath,wildchat,math500,amc23} IN... --out DIR [...]
+       fs2-semionline export RUN_DIR|CHECKPOINT OUT_DIR [--step N | --best] [--dtype D]
        fs2-semionline lm RECIPE OUT_DIR [--preset NAME] [--config-file F] [--config k=v ...]
 
 recipes: """ + ", ".join(RECIPES)
@@ -78,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         from fs2_semionline.data.prepare import main as data_main
 
         data_main(argv[1:])
+        return
+    if argv[0] == "export":
+        from fs2_semionline.export import main as export_main
+
+        export_main(argv[1:])
         return
     if argv[0] == "plot":
         from fs2_semionline.plot import main as plot_main

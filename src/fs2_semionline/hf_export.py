@@ -3,9 +3,11 @@
 The conversion is fairseq2's own (``get_hugging_face_converter``). A reward model
 trained as a causal LM whose reward is one output logit (``tiny/train_reward_model.py``)
 is exported as ``LlamaForSequenceClassification``: its ``score`` head is that row of
-the output projection. Two things are patched afterwards: fairseq2 writes Llama-3's BOS/EOS ids (128000/128001) for any vocab
-and no PAD id, so ``config.json`` gets the ids of *our* tokenizer; and the tokenizer
-files are copied beside the weights so the folder is self-contained.
+the output projection. Three things are patched afterwards: fairseq2 writes Llama-3's BOS/EOS ids (128000/128001) for any vocab
+and no PAD id, so ``config.json`` gets the ids of *our* tokenizer; the tokenizer
+files are copied beside the weights so the folder is self-contained; and
+``generation_config.json`` lists every end-of-turn id, so generation stops at
+``<|eot_id|>`` as the chat template means.
 """
 
 from __future__ import annotations
@@ -105,4 +107,27 @@ def export_hf_model(
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).exists():
                 shutil.copy2(tokenizer_dir / name, out_dir / name)
+    generation = {
+        "bos_token_id": vocab_info.bos_idx,
+        "eos_token_id": end_of_turn_ids(out_dir, vocab_info),
+        "pad_token_id": vocab_info.pad_idx,
+    }
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return out_dir
+
+
+#: Tokens that end a turn or a text in Llama-3 chat templates: generation stops at any.
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+
+
+def end_of_turn_ids(folder: Path, vocab_info: VocabularyInfo) -> list[int]:
+    """The tokenizer's EOS and the id of every end-of-turn token its ``tokenizer.json``
+    defines (Llama-3.1-Instruct ends turns with ``<|eot_id|>``, texts with
+    ``<|end_of_text|>``): a single EOS id would let generation run past a turn."""
+    ids = [] if vocab_info.eos_idx is None else [int(vocab_info.eos_idx)]
+    tokenizer_file = folder / "tokenizer.json"
+    if tokenizer_file.exists():
+        added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
+        by_text = {t["content"]: int(t["id"]) for t in added}
+        ids += [by_text[t] for t in END_OF_TURN_TOKENS if t in by_text and by_text[t] not in ids]
+    return ids

@@ -65,7 +65,7 @@ def create_generator(
         model_config = resolver.resolve(ModelFamily, key=family).maybe_get_arch_config(arch)
         if model_config is None:
             raise ConfigError(f"model.arch {arch!r} is not an architecture of model family {family!r}")
-    tokenizer_dir = _local_dir(store.retrieve_card(tokenizer_name).field("tokenizer").as_uri().path)
+    tokenizer_dir = tokenizer_folder(store, tokenizer_name)
 
     model_dir = work_dir / "generator_seed_hf"
     source = seed_state if seed_state is not None else seed_model.state_dict()
@@ -111,9 +111,10 @@ def create_generator(
     )
 
 
-def _local_dir(path: str) -> Path:
-    """The tokenizer card's folder (vLLM reads the HF tokenizer files beside the weights)."""
-    p = Path(path)
+def tokenizer_folder(store: AssetStore, tokenizer_name: str) -> Path:
+    """The tokenizer card's folder (vLLM and transformers read the HF tokenizer files
+    beside the weights)."""
+    p = Path(store.retrieve_card(tokenizer_name).field("tokenizer").as_uri().path)
     return p if p.is_dir() else p.parent
 
 

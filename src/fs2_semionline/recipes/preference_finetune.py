@@ -51,6 +51,7 @@ from fs2_semionline.config import (
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.data.train_data import TrainingData, load_training_data, train_pipeline
 from fs2_semionline.errors import ConfigError, register_cli_errors
+from fs2_semionline.export import register_hf_exporter
 from fs2_semionline.generation.factory import create_generator, serving_dtype, share_cpu_with_generator
 from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.generation.local import PolicySampler
@@ -112,6 +113,7 @@ class PreferenceFinetuneRecipe(Recipe):
     def register(self, container: DependencyContainer) -> None:
         register_reference_model(container, "reference_model")
         register_cli_errors(container)
+        register_hf_exporter(container)
         descriptors = [
             MetricDescriptor(name, m.display, m.priority, format_as_float) for name, m in train_metrics().items()
         ]

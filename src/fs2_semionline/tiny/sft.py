@@ -42,6 +42,7 @@ from typing_extensions import override
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.data.templates import EOT, TASK_TEMPLATES
 from fs2_semionline.errors import ConfigError, DataFileError, register_cli_errors
+from fs2_semionline.export import register_hf_exporter
 from fs2_semionline.extension import TINY_MATH_ARCH
 from fs2_semionline.recipes import run_cli
 
@@ -135,6 +136,7 @@ class TinySFTRecipe(Recipe):
     @override
     def register(self, container: DependencyContainer) -> None:
         register_cli_errors(container)
+        register_hf_exporter(container)
 
     @override
     def create_task(self, context: RecipeContext) -> Task:
