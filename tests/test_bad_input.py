@@ -90,3 +90,15 @@ def test_non_utf8_bytes_name_file_and_line(tmp_path: Path) -> None:
     path = _write(tmp_path, [GOOD, b'{"prompt": "caf\xe9 prices", "answer": "3"}'])
     with pytest.raises(DataFileError, match=rf"{path}:2: not valid UTF-8 \(byte 16"):
         _load(path)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [("NaN", "nan_answer"), ("nan", "nan_answer"), ("-Infinity", "nan_answer"), (" $ $ ", "empty_answer")],
+)
+def test_a_gold_that_can_never_match_is_a_counted_skip(tmp_path: Path, answer: str, reason: str) -> None:
+    # A NaN gold would score every sample 0 in silence; JSON's bare NaN reads as a float.
+    lines = [GOOD, json.dumps({"prompt": "Which number?", "answer": answer}), '{"prompt": "Float NaN?", "answer": NaN}']
+    report = LoadReport()
+    assert [e.source for e in _load(_write(tmp_path, lines), report=report)] == [f"{tmp_path / 'prompts.jsonl'}:1"]
+    assert report.skipped == ({reason: 1, "nan_answer": 1} if reason != "nan_answer" else {"nan_answer": 2})

@@ -243,6 +243,17 @@ def test_wildchat_sampling_is_seeded(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- Math500 / AMC23
 
 
+def test_a_nan_answer_is_dropped_and_counted(tmp_path: Path) -> None:
+    src = tmp_path / "with_nan.jsonl"
+    rows = [json.loads(line) for line in MATH500.read_text().splitlines() if line.strip()]
+    rows[1]["answer"] = float("nan")  # how a float column's missing value arrives
+    rows[2]["answer"] = "NaN"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = prepare_math500([src], tmp_path / "out")
+    assert [r["answer"] for r in _rows(tmp_path / "out" / "test.jsonl")] == ["9"]
+    assert stats.dropped["nan_answer"] == 2
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_math500_conversion(tmp_path: Path, fmt: str) -> None:
     src = MATH500 if fmt == "jsonl" else _to_parquet(MATH500, tmp_path)

@@ -38,6 +38,22 @@ class JsonlRecord:
         return value
 
 
+_NOT_A_NUMBER = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def unusable_answer(answer: str) -> str | None:
+    """Why a gold answer can never be matched (a counted skip, never a silent 0 for every
+    sample): ``empty_answer`` (nothing left after stripping spaces and ``$``), or
+    ``nan_answer`` (NaN or infinity: what JSON's ``NaN``/``Infinity`` and a float column's
+    missing value read as). None when the answer is usable."""
+    bare = answer.strip().strip("$").strip()
+    if not bare:
+        return "empty_answer"
+    if bare.lower() in _NOT_A_NUMBER:
+        return "nan_answer"
+    return None
+
+
 @dataclass
 class LoadReport:
     """How many records were read and how many were skipped, per reason."""
@@ -108,6 +124,10 @@ def load_prompts(
             answer = record.require_str("answer", allow_number=True) if require_answer else None
             if not prompt.strip():
                 report.skipped["empty_prompt"] += 1
+                continue
+            reason = unusable_answer(answer) if answer is not None else None
+            if reason is not None:
+                report.skipped[reason] += 1
                 continue
             text = template(prompt)
             token_ids = encode(text)

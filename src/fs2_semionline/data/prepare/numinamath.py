@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from fs2_semionline.data.jsonl import unusable_answer
 from fs2_semionline.data.prepare.common import (
     InputTable,
     PrepareStats,
@@ -99,6 +100,9 @@ def _numina_row(row: SourceRow, layout: Literal["1.5", "cot"], stats: PrepareSta
         if not answer:
             stats.drop("no_answer")
             return None
+    if (reason := unusable_answer(answer)) is not None:  # e.g. a NaN read from a float column
+        stats.drop(reason)
+        return None
     problem = problem.strip()
     if not problem:
         stats.drop("empty_problem")

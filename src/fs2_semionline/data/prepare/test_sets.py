@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fs2_semionline.data.jsonl import unusable_answer
 from fs2_semionline.data.prepare.common import (
     InputTable,
     PrepareStats,
@@ -53,6 +54,8 @@ def _prepare_test_set(
                 stats.drop("empty_problem")
             elif not answer:
                 stats.drop("no_answer")
+            elif (reason := unusable_answer(answer)) is not None:
+                stats.drop(reason)
             else:
                 record: dict[str, object] = {"prompt": problem, "answer": answer, "source": name}
                 record.update({c: row.data[c] for c in extra_columns if row.data.get(c) is not None})
