@@ -495,3 +495,27 @@ def test_pool_close() -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_an_unusable_gold_fails_even_when_the_response_has_no_boxed_answer() -> None:
+    # Before: "no boxed answer" was judged first, so the sample scored 0 instead of failing.
+    assert verify_math("I do not know.", "???", timeout_s=2.0) == Verdict("failed", "gold unparseable", None)
+    assert verify_math("\\boxed{}", "???", timeout_s=2.0) == Verdict("failed", "gold unparseable", "")
+    assert verify_math("I do not know.", "5", timeout_s=2.0) == Verdict("incorrect", "no boxed answer", None)
+
+
+def test_a_failing_gold_or_a_timed_out_pair_is_judged_once_per_run() -> None:
+    slow_gold = "(" * 60 + "5" + ")" * 60  # its parse alone outlasts the budget here
+    tower = "10^{10^{10^{10}}}"  # parses; every comparison with it times out
+    with MathVerifyPool(num_workers=1, timeout_s=0.5) as pool:
+        pool.wait_until_ready()
+        first = pool.score(["\\boxed{5}", "no box"], [slow_gold, "???"])
+        assert [v.reason for v in first] == ["gold timeout", "gold unparseable"]
+        judged = pool.num_judged
+        again = pool.score(["\\boxed{5}", "\\boxed{7}", "still no box"] * 3, [slow_gold, slow_gold, "???"] * 3)
+        assert [v.reason for v in again] == ["gold timeout", "gold timeout", "gold unparseable"] * 3
+        assert pool.num_judged == judged  # nothing was judged again
+        pairs = pool.score(["\\boxed{5}"] * 4, [tower] * 4)
+        assert [v.reason for v in pairs] == ["timeout"] * 4
+        assert pool.num_judged == judged + 1  # one comparison timed out; its repeats were not re-run
+        assert pool.score(["\\boxed{9}"], ["9"]).num_correct == 1  # other golds are unaffected

@@ -138,10 +138,15 @@ def _unwrap_gold(gold: str) -> str:
 
 @dataclass(frozen=True)
 class _Job:
-    """What a worker needs to judge one item: the boxed content and the gold."""
+    """What a worker needs to judge one item: the boxed content and the gold.
 
-    answer: str
+    ``answer`` None (no usable boxed answer): only the gold is checked; the item is
+    ``incorrect`` for ``why`` if the gold is usable, else the gold's failure."""
+
+    answer: str | None
     gold: str
+    why: str = ""
+    extracted: str | None = None
 
 
 def _prepare(response: str, gold: str, max_answer_chars: int) -> Verdict | _Job:
@@ -159,7 +164,7 @@ def _prepare(response: str, gold: str, max_answer_chars: int) -> Verdict | _Job:
     if not _balanced(g):
         return Verdict("failed", "gold unparseable", content)
     if content is None:
-        return Verdict("incorrect", why)
+        return _Job(answer=None, gold=g, why=why)
     if not content.strip():
-        return Verdict("incorrect", "empty answer", content)
+        return _Job(answer=None, gold=g, why="empty answer", extracted=content)
     return _Job(answer=content, gold=g)

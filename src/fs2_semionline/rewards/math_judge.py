@@ -125,16 +125,28 @@ def _exc_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _judge_inner(job: _Job) -> Verdict:
+#: Golds this process found unusable (parse error, unparseable, timed out), with the
+#: reason: every later sample of such a gold fails at once instead of paying for the
+#: same parse (or the same timeout) again.
+_BAD_GOLDS: dict[str, str] = {}
+_MAX_BAD_GOLDS = 10_000
+
+
+def _judge_inner(job: _Job, phase: list[str]) -> Verdict:
     mv = _math_verify()
     try:
         gold_parsed = _parse_gold_cached(job.gold)
     except Exception as exc:  # noqa: BLE001 - any Math-Verify error is ours
-        return Verdict("failed", f"gold parse error: {_exc_text(exc)}", job.answer)
+        return Verdict(
+            "failed", f"gold parse error: {_exc_text(exc)}", job.extracted if job.answer is None else job.answer
+        )
     # A gold that only yields Math-Verify's raw-string fallback (e.g. "???") is
     # bad data: comparing against it would hand out silent, wrong zeros.
     if not any(not isinstance(x, str) for x in gold_parsed):
-        return Verdict("failed", "gold unparseable", job.answer)
+        return Verdict("failed", "gold unparseable", job.extracted if job.answer is None else job.answer)
+    phase[0] = "answer"
+    if job.answer is None:  # no usable boxed answer: the gold was all there was to check
+        return Verdict("incorrect", job.why, job.extracted)
     try:
         pred_parsed = _parse_boxed(job.answer)
     except Exception as exc:  # noqa: BLE001
@@ -157,13 +169,26 @@ def _judge_inner(job: _Job) -> Verdict:
 
 def _judge(job: _Job, timeout_s: float) -> Verdict:
     """Judge one prepared item within ``timeout_s`` (main thread only)."""
+    extracted = job.extracted if job.answer is None else job.answer
+    known = _BAD_GOLDS.get(job.gold)
+    if known is not None:
+        return Verdict("failed", known, extracted)
+    phase = ["gold"]
     try:
         with _deadline(timeout_s):
-            return _judge_inner(job)
+            verdict = _judge_inner(job, phase)
     except _ItemTimeout:
-        return Verdict("failed", "timeout", job.answer)
+        verdict = Verdict("failed", "gold timeout" if phase[0] == "gold" else "timeout", extracted)
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError, MemoryError
-        return Verdict("failed", f"error: {_exc_text(exc)}", job.answer)
+        return Verdict("failed", f"error: {_exc_text(exc)}", extracted)
+    if is_gold_failure(verdict) and len(_BAD_GOLDS) < _MAX_BAD_GOLDS:
+        _BAD_GOLDS[job.gold] = verdict.reason
+    return verdict
+
+
+def is_gold_failure(verdict: Verdict) -> bool:
+    """A failure of the gold itself: the same for every sample of that gold."""
+    return verdict.status == "failed" and verdict.reason.startswith("gold ")
 
 
 def _check_timeout(timeout_s: float) -> None:

@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from fs2_semionline.rewards.boxed import MAX_ANSWER_CHARS, MAX_GOLD_CHARS, _Job, _prepare
-from fs2_semionline.rewards.math_judge import _check_timeout, _judge, _math_verify
+from fs2_semionline.rewards.math_judge import _check_timeout, _judge, _math_verify, is_gold_failure
 from fs2_semionline.rewards.verdicts import BatchVerdicts, Verdict, VerdictStatus
 
 __all__ = [
@@ -66,8 +66,8 @@ def _worker_main(jobs: Connection, results: Connection, timeout_s: float) -> Non
             return  # parent went away
         if msg is None:
             return
-        job_id, answer, gold = msg
-        verdict = _judge(_Job(answer, gold), timeout_s)
+        job_id, answer, gold, why, extracted = msg
+        verdict = _judge(_Job(answer, gold, why, extracted), timeout_s)
         try:
             results.send((job_id, verdict.status, verdict.reason))
         except OSError:
@@ -91,12 +91,20 @@ class _Batch:
     def __init__(self, size: int) -> None:
         self.verdicts: list[Verdict | None] = [None] * size
         self.answers: list[str | None] = [None] * size
+        self.golds: list[str] = [""] * size
         self.in_flight: dict[int, int] = {}  # job id -> item index
+        self.bad_golds: dict[str, str] = {}  # gold -> reason, learned from results
+        self.timed_out: set[tuple[str, str | None]] = set()  # (gold, answer) pairs that timed out
 
     def resolve(self, job_id: int, status: VerdictStatus, reason: str) -> None:
         index = self.in_flight.pop(job_id, None)
         if index is not None:
-            self.verdicts[index] = Verdict(status, reason, self.answers[index])
+            verdict = Verdict(status, reason, self.answers[index])
+            self.verdicts[index] = verdict
+            if is_gold_failure(verdict):
+                self.bad_golds[self.golds[index]] = reason
+            elif reason == "timeout" and len(self.timed_out) < 100_000:
+                self.timed_out.add((self.golds[index], self.answers[index]))
 
 
 @dataclass
@@ -165,6 +173,8 @@ class MathVerifyPool:
         self._workers: list[_Worker] = []
         self._startup_failures = 0
         self._next_job_id = 0
+        self._bad_golds: dict[str, str] = {}  # golds found unusable: every later sample fails at once
+        self._timed_out: set[tuple[str, str | None]] = set()  # (gold, answer) pairs: a repeat fails at once
         self.num_recycled = 0  #: workers killed or found dead and replaced
         for _ in range(num_workers):
             self._workers.append(self._spawn())
@@ -203,6 +213,11 @@ class MathVerifyPool:
         self._workers = []
 
     @property
+    def num_judged(self) -> int:
+        """Items sent to a worker so far (the rest were resolved without Math-Verify)."""
+        return self._next_job_id
+
+    @property
     def worker_pids(self) -> list[int | None]:
         """PIDs of the current workers (for monitoring and tests)."""
         return [w.proc.pid for w in self._workers]
@@ -232,11 +247,13 @@ class MathVerifyPool:
             if isinstance(prepared, Verdict):
                 batch.verdicts[i] = prepared
             else:
-                batch.answers[i] = prepared.answer
+                batch.answers[i] = prepared.extracted if prepared.answer is None else prepared.answer
+                batch.golds[i] = prepared.gold
                 pending.append((i, prepared))
         if pending:
             with self._lock:
                 self._check_open()
+                batch.bad_golds, batch.timed_out = self._bad_golds, self._timed_out
                 self._run(pending, batch)
         verdicts = [v for v in batch.verdicts if v is not None]
         assert len(verdicts) == len(responses)
@@ -250,10 +267,17 @@ class MathVerifyPool:
                 if not (pending and w.ready and w.job is None):
                     continue
                 i, job = pending.popleft()
+                known = batch.bad_golds.get(job.gold)
+                if known is not None:  # judged once per run: the gold itself is unusable
+                    batch.verdicts[i] = Verdict("failed", known, batch.answers[i])
+                    continue
+                if (job.gold, batch.answers[i]) in batch.timed_out:  # the same pair timed out before
+                    batch.verdicts[i] = Verdict("failed", "timeout", batch.answers[i])
+                    continue
                 job_id = self._next_job_id
                 self._next_job_id += 1
                 try:
-                    w.jobs.send((job_id, job.answer, job.gold))
+                    w.jobs.send((job_id, job.answer, job.gold, job.why, job.extracted))
                 except (OSError, ValueError):
                     # The job never reached the worker: it is innocent, retry it.
                     pending.appendleft((i, job))
