@@ -21,7 +21,14 @@ from fairseq2.gang import FakeGang
 from fairseq2.metrics import MetricBag
 from fairseq2.nn import BatchLayout
 
-from fs2_semionline.config import LossSection, ReferenceSyncSection, RolloutGeneratorSection
+from fs2_semionline.config import (
+    DPOSection,
+    GroupDPOGRPOSection,
+    GRPOSection,
+    LossSection,
+    ReferenceSyncSection,
+    RolloutGeneratorSection,
+)
 from fs2_semionline.data.jsonl import PairExample, PromptExample
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
@@ -198,8 +205,6 @@ def mean_entropy(case: Case, models, rows: list[tuple[int, int]]) -> float:
 
 
 def _dpo(beta: float, **kw: object):
-    from fs2_semionline.config import DPOSection
-
     return DPOSection(beta=beta, **kw)  # type: ignore[arg-type]
 
 
@@ -328,8 +333,6 @@ def grpo_terms(case: Case, models, pattern: list[list[bool]], kl_beta: float) ->
 
 
 def test_grpo_step(tiny_tokenizer, models, pool) -> None:
-    from fs2_semionline.config import GRPOSection
-
     kl_beta = 0.05
     case = make_case(tiny_tokenizer, models, pool, GROUPS, _loss("grpo", grpo=GRPOSection(kl_beta=kl_beta)))
     loss, m = run_step(case)
@@ -342,8 +345,6 @@ def test_grpo_step(tiny_tokenizer, models, pool) -> None:
 
 
 def test_group_dpo_grpo_step_logs_both_terms_and_the_kl(tiny_tokenizer, models, pool) -> None:
-    from fs2_semionline.config import GroupDPOGRPOSection, GRPOSection
-
     beta, alpha, kl_beta = 0.5, 0.1, 0.05
     loss_config = _loss(
         "group_dpo_grpo",

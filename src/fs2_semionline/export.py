@@ -18,12 +18,16 @@ tokenizer files (from the run's tokenizer card).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from fairseq2.checkpoint import HuggingFaceExporter
+from fairseq2.checkpoint import HuggingFaceExportCallbackArgs, HuggingFaceExporter, HuggingFaceExportOptions
+from fairseq2.gang import Gangs, broadcast_flag
+from fairseq2.logging import log
 
 from fs2_semionline.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
 from fs2_semionline.errors import ConfigError
@@ -143,27 +147,22 @@ class CheckpointHFExporter(HuggingFaceExporter):
     copy of the weights. It replaces fairseq2's exporter, which writes Llama-3's token ids
     for any vocabulary and no tokenizer files; there is one exporter, this module's."""
 
-    def __init__(self, checkpoint_dir: Path, gangs: object) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+    def __init__(self, checkpoint_dir: Path, gangs: Gangs) -> None:
         self._checkpoint_dir = Path(checkpoint_dir)
         self._gangs = gangs
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._op: object = None
+        self._op: Future[Callable[[], None]] | None = None
 
-    def export(self, step_nr: int, options: object = None) -> None:  # type: ignore[override]
+    def export(self, step_nr: int, options: HuggingFaceExportOptions | None = None) -> None:
         import subprocess
         import sys
 
-        from fairseq2.checkpoint import HuggingFaceExportCallbackArgs, HuggingFaceExportOptions
-        from fairseq2.logging import log
-
-        opts = options if isinstance(options, HuggingFaceExportOptions) else HuggingFaceExportOptions()
+        opts = options if options is not None else HuggingFaceExportOptions()
         self.maybe_complete_operation(blocking=True)
         step_dir = self._checkpoint_dir / f"step_{step_nr}"
-        is_rank0 = self._gangs.root.rank == 0  # type: ignore[attr-defined]
+        is_rank0 = self._gangs.root.rank == 0
 
-        def run() -> object:
+        def run() -> Callable[[], None]:
             returncode = 0
             if is_rank0:
                 cmd = [sys.executable, "-m", "fs2_semionline.cli", "export", str(step_dir), str(step_dir / "hg")]
@@ -179,24 +178,22 @@ class CheckpointHFExporter(HuggingFaceExporter):
             return commit
 
         if opts.blocking:
-            run()()  # type: ignore[operator]
+            run()()
         else:
             self._op = self._pool.submit(run)
 
     def maybe_complete_operation(self, *, blocking: bool = False) -> bool | None:
-        from fairseq2.gang import broadcast_flag
-
         if self._op is None:
             return None
-        root = self._gangs.root  # type: ignore[attr-defined]
+        root = self._gangs.root
         if blocking:
-            commit = self._op.result()  # type: ignore[attr-defined]
+            commit = self._op.result()
             root.barrier()
         else:
-            done = self._op.done() if root.rank == 0 else True  # type: ignore[attr-defined]
+            done = self._op.done() if root.rank == 0 else True
             if not broadcast_flag(root, done):
                 return False
-            commit = self._op.result()  # type: ignore[attr-defined]
+            commit = self._op.result()
         self._op = None
         commit()
         return True
@@ -213,7 +210,6 @@ def register_hf_exporter(container: object) -> None:
     public way to replace a provider, so its registration is removed first (the one use
     of the container's internals; ``tests/test_export.py`` fails if that stops working)."""
     from fairseq2.checkpoint import NOOP_HG_EXPORTER, CheckpointDir
-    from fairseq2.gang import Gangs
     from fairseq2.recipe.config import RegimeSection
 
     def create(resolver: object) -> object:

@@ -88,13 +88,13 @@ class _Batch:
     """State of one ``score`` call: results land here by job id, so a late
     result from an interrupted earlier call can never be misattributed."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, bad_golds: dict[str, str], timed_out: set[tuple[str, str | None]]) -> None:
         self.verdicts: list[Verdict | None] = [None] * size
         self.answers: list[str | None] = [None] * size
         self.golds: list[str] = [""] * size
         self.in_flight: dict[int, int] = {}  # job id -> item index
-        self.bad_golds: dict[str, str] = {}  # gold -> reason, learned from results
-        self.timed_out: set[tuple[str, str | None]] = set()  # (gold, answer) pairs that timed out
+        self.bad_golds = bad_golds  # gold -> reason: the pool's, learned from results
+        self.timed_out = timed_out  # (gold, answer) pairs that timed out: the pool's
 
     def resolve(self, job_id: int, status: VerdictStatus, reason: str) -> None:
         index = self.in_flight.pop(job_id, None)
@@ -240,7 +240,7 @@ class MathVerifyPool:
         """Score ``responses[i]`` against ``golds[i]``; never raises on a bad item."""
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
-        batch = _Batch(len(responses))
+        batch = _Batch(len(responses), self._bad_golds, self._timed_out)
         pending: deque[tuple[int, _Job]] = deque()
         for i, (response, gold) in enumerate(zip(responses, golds)):
             prepared = _prepare(response, gold, self.max_answer_chars)
@@ -253,7 +253,6 @@ class MathVerifyPool:
         if pending:
             with self._lock:
                 self._check_open()
-                batch.bad_golds, batch.timed_out = self._bad_golds, self._timed_out
                 self._run(pending, batch)
         verdicts = [v for v in batch.verdicts if v is not None]
         assert len(verdicts) == len(responses)

@@ -42,7 +42,7 @@ from typing_extensions import override
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.generation.protocol import Completion
 from fs2_semionline.metrics import Metric, MetricWriter, add_metrics
-from fs2_semionline.objectives import masked_mean, mismatch
+from fs2_semionline.objectives import Mismatch, masked_mean, mismatch
 from fs2_semionline.pairing import SKIP_REASONS, PairingStats, RewardKind
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.routing import score_responses
@@ -275,7 +275,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         scores.mismatch = self._mismatch(responses, scores, metrics)
         return scores, stats.logits, stats.token_neg_entropy
 
-    def _mismatch(self, responses: Sequence[Response], scores: Scores, metrics: MetricWriter) -> Any:
+    def _mismatch(self, responses: Sequence[Response], scores: Scores, metrics: MetricWriter) -> Mismatch | None:
         """Trainer vs generator log-probs of the trained tokens (None when the generator
         gave none, or a response's count differs from its tokens')."""
         if not self._rollout_logprobs:
