@@ -66,6 +66,7 @@ def run_bare(steps: int) -> float:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
+    from fs2_semionline.data.encoding import fairseq2_text_encoder
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.generation.local import sample_completions
@@ -79,7 +80,7 @@ def run_bare(steps: int) -> float:
 
     cpu = torch.device("cpu")
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
-    encoder = tokenizer.create_raw_encoder()
+    encoder = fairseq2_text_encoder(tokenizer)
     hub = get_llama_model_hub()
     policy = hub.load_model("tiny_math_sft", device=cpu)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -89,7 +90,7 @@ def run_bare(steps: int) -> float:
         [TINY_MATH_DATA_DIR / "train.jsonl"],
         task="math",
         template=verifiable_prompt,
-        encode=lambda t: encoder(t).tolist(),
+        encoder=encoder,
         max_prompt_len=200,
         require_answer=True,
     )[: 16 * steps]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.errors import DataFileError
@@ -22,7 +23,7 @@ def _load(path: Path, max_prompt_len: int = 1000, report: LoadReport | None = No
         [path],
         task="math",
         template=verifiable_prompt,
-        encode=lambda text: list(text.encode()),
+        encoder=TextEncoder(lambda text: list(text.encode()), ()),
         max_prompt_len=max_prompt_len,
         require_answer=True,
         report=report,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.errors import DataFileError
 from fs2_semionline.eval.chat_eval import read_chat_ids
 from fs2_semionline.eval.sets import load_eval_sets
@@ -104,7 +105,7 @@ def test_bad_chat_line_names_file_and_line(tmp_path: Path, bad: dict[str, object
     path = _write(tmp_path / "chat.jsonl", [{"prompt": "Hello", "question_id": "q1"}, bad])
 
     def read_all() -> None:
-        (s,) = load_eval_sets([path], task="chat", encode=lambda t: list(t.encode()))
+        (s,) = load_eval_sets([path], task="chat", encoder=TextEncoder(lambda t: list(t.encode()), ()))
         read_chat_ids(s.path)
 
     with pytest.raises(DataFileError, match=rf"{path}:2: {message}"):
@@ -113,7 +114,7 @@ def test_bad_chat_line_names_file_and_line(tmp_path: Path, bad: dict[str, object
 
 def test_chat_prompts_need_no_answer(tmp_path: Path) -> None:
     path = _write(tmp_path / "c.jsonl", [{"prompt": "Hello"}, {"prompt": " "}])
-    (s,) = load_eval_sets([path], task="chat", encode=lambda t: list(t.encode()))
+    (s,) = load_eval_sets([path], task="chat", encoder=TextEncoder(lambda t: list(t.encode()), ()))
     assert [e.answer for e in s.examples] == [None] and s.report.skipped == {"empty_prompt": 1}
     assert s.examples[0].text.endswith("Hello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert "Given the following problem" not in s.examples[0].text  # Figure 5, not Figure 4
@@ -122,7 +123,6 @@ def test_chat_prompts_need_no_answer(tmp_path: Path) -> None:
 def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
     """``reward.model`` set: every answer gets the reward model's score; the summary is the
     mean ± s.e. over prompts and mean reward / mean length, as validation computes it."""
-    from fs2_semionline.data.templates import non_verifiable_prompt
     from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec
     from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
 
@@ -152,7 +152,7 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
     result = json.loads((out_dir / "results.json").read_text())
     generations = [json.loads(l) for l in (out_dir / "generations.jsonl").read_text().splitlines()]
     expected = RewardModel(RewardModelSpec(path=str(rm_dir))).score(
-        [non_verifiable_prompt(g["prompt"]) for g in generations], [g["response"] for g in generations]
+        [g["prompt"] for g in generations], [g["response"] for g in generations]
     )
     assert [g["reward"] for g in generations] == pytest.approx(expected, abs=1e-6)
     assert result["mean_reward"] == pytest.approx(sum(expected) / 6, abs=1e-6)

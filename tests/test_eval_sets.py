@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.eval.sets import drop_long_prompts, load_eval_sets, set_names
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
@@ -54,7 +55,7 @@ def test_each_set_equals_its_file_alone(tiny_model, tiny_tokenizer, two_files, o
     encoder = tiny_tokenizer.create_raw_encoder()
 
     def run(paths: list[Path]):
-        sets = load_eval_sets(paths, task="math", encode=lambda t: encoder(t).tolist())
+        sets = load_eval_sets(paths, task="math", encoder=TextEncoder(lambda t: encoder(t).tolist(), ()))
         return evaluate_math_sets(
             PolicySampler(tiny_model, tiny_tokenizer, batch_size=8),
             sets,
@@ -88,7 +89,7 @@ def test_set_names_are_unique() -> None:
 
 def test_long_prompts_are_counted_per_set(tmp_path: Path) -> None:
     path = _write(tmp_path / "s.jsonl", LINES[:2] + [json.dumps({"prompt": "1 plus 1? " * 50, "answer": "2"})])
-    (s,) = load_eval_sets([path], task="math", encode=lambda t: list(t.encode()))
+    (s,) = load_eval_sets([path], task="math", encoder=TextEncoder(lambda t: list(t.encode()), ()))
     drop_long_prompts(s, max_prompt_len=max(len(e.token_ids) for e in s.examples[:2]))
     assert len(s.examples) == 2
     assert s.report.as_dict() == {"num_read": 3, "num_skipped": 1, "skipped": {"prompt_too_long": 1}}

@@ -141,7 +141,9 @@ def _launch(out_dir: Path, train: Path, sync: str) -> subprocess.Popen[str]:
 
 def _per_step(out_dir: Path) -> dict[int, dict[str, object]]:
     rows = [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
-    return {int(r["Step"]): {k: v for k, v in r.items() if k not in _TIMING} for r in rows}  # last row per step wins
+    steps = [int(r["Step"]) for r in rows]
+    assert len(steps) == len(set(steps)), steps  # each step once, also after a resume
+    return {int(r["Step"]): {k: v for k, v in r.items() if k not in _TIMING} for r in rows}
 
 
 @pytest.mark.parametrize("sync", ["2", "null"])  # semi-online, and offline (the seed generator)

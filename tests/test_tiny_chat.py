@@ -47,12 +47,10 @@ def test_exported_reward_model_scores_what_training_scored(tiny_model, tiny_toke
     )
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"] and len(config["id2label"]) == 1
-    prompts = [
-        non_verifiable_prompt(p) for p in ("Write about Ana and the coins. Use no numbers.", "Tell me about Ben.")
-    ]
+    prompts = ["Write about Ana and the coins. Use no numbers.", "Tell me about Ben."]
     responses = ["Ana likes the coins.", "Ben has 12 stamps. Ben likes the stamps."]
     encoder = tiny_tokenizer.create_raw_encoder()
-    ids = [encoder(p + r + EOT).tolist() for p, r in zip(prompts, responses)]
+    ids = [encoder(non_verifiable_prompt(p) + r + EOT).tolist() for p, r in zip(prompts, responses)]
     with torch.inference_mode():
         expected = sequence_rewards(model.eval(), collate_pairs([(ids[0], ids[1])], pad_idx=5)).tolist()
     got = RewardModel(RewardModelSpec(path=str(out))).score(prompts, responses)
@@ -68,7 +66,7 @@ def test_trained_reward_model_ranks_answers_as_the_preference_does() -> None:
     rng = random.Random(7)
     prompts = chat_task.read_prompts(TINY_CHAT_DATA_DIR / "test.jsonl")
     answers = [(p, chat_task.sample_response(rng, p)) for p in prompts for _ in range(4)]
-    scores = model.score([non_verifiable_prompt(p.prompt) for p, _ in answers], [a for _, a in answers])
+    scores = model.score([p.prompt for p, _ in answers], [a for _, a in answers])
     assert all(s is not None for s in scores)
     qualities = [chat_task.quality(p, a) for p, a in answers]
     by_level = {q: [s for s, qq in zip(scores, qualities) if qq == q] for q in sorted(set(qualities))}

@@ -95,8 +95,8 @@ def _independent_step0(
 
     encoder = tiny_tokenizer.create_raw_encoder()
     rows = [json.loads(l) for l in math_file.read_text().splitlines()]
-    items = [(verifiable_prompt(r["prompt"]), r["answer"]) for r in rows] + [
-        (non_verifiable_prompt(p), None) for p in CHAT
+    items = [(verifiable_prompt(r["prompt"]), r["answer"], r["prompt"]) for r in rows] + [
+        (non_verifiable_prompt(p), None, p) for p in CHAT
     ]
     sampling = SamplingConfig(0.6, 0.9, max_gen_len)
     completions = []
@@ -104,12 +104,12 @@ def _independent_step0(
         chunk = items[start : start + batch_size]
         torch.manual_seed(validation_seed(seed, start // batch_size))
         completions += sample_completions(
-            tiny_model, tiny_tokenizer, [encoder(t).tolist() for t, _ in chunk], num_samples, sampling
+            tiny_model, tiny_tokenizer, [encoder(t).tolist() for t, _, _ in chunk], num_samples, sampling
         )
     math_rewards = [
-        verify_math(c.text, a).reward for (_, a), cs in zip(items, completions) if a is not None for c in cs
+        verify_math(c.text, a).reward for (_, a, _), cs in zip(items, completions) if a is not None for c in cs
     ]
-    chat = [(t, c) for (t, a), cs in zip(items, completions) if a is None for c in cs]
+    chat = [(user, c) for (_, a, user), cs in zip(items, completions) if a is None for c in cs]  # the user's text
     rm = RewardModel(RewardModelSpec(path=str(rm_dir)))
     chat_rewards = rm.score([t for t, _ in chat], [c.text for _, c in chat])
     mean_len = sum(len(c.token_ids) for _, c in chat) / len(chat)

@@ -16,6 +16,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from fs2_semionline.errors import ConfigError, UserInputError, check_output_dir, exit_with
 from fs2_semionline.presets import get_preset, list_presets, merged_config_file
 
 RECIPES: dict[str, str] = {
@@ -37,7 +38,7 @@ def _pop_option(args: list[str], name: str) -> str | None:
     for i, arg in enumerate(args):
         if arg == name:
             if i + 1 >= len(args):
-                raise SystemExit(f"error: {name} needs a value")
+                raise ConfigError(f"{name} needs a value")
             value = args[i + 1]
             del args[i : i + 2]
             return value
@@ -49,7 +50,7 @@ def _pop_option(args: list[str], name: str) -> str | None:
 
 def run_recipe(recipe_name: str, args: list[str]) -> None:
     if recipe_name not in RECIPES:
-        raise SystemExit(f"error: unknown recipe '{recipe_name}'.\n{USAGE}")
+        raise ConfigError(f"unknown recipe '{recipe_name}'.\n{USAGE}")
     args = list(args)
     preset_name = _pop_option(args, "--preset")
     if preset_name is not None:
@@ -57,16 +58,35 @@ def run_recipe(recipe_name: str, args: list[str]) -> None:
         preset = get_preset(preset_name, recipe_name)
         config_file = merged_config_file(preset, Path(user_file) if user_file else None)
         args = ["--config-file", str(config_file), *args]
+    sys.argv = [f"fs2-semionline lm {recipe_name}", *args]
+    _check_output_dirs()
     module_name, class_name = RECIPES[recipe_name].split(":")
     recipe = getattr(importlib.import_module(module_name), class_name)()
     from fs2_semionline.recipes import run_cli
 
-    sys.argv = [f"fs2-semionline lm {recipe_name}", *args]
     run_cli(recipe)
 
 
+def _check_output_dirs() -> None:
+    """OUTPUT_DIR and --checkpoint-dir as fairseq2's own parser reads them from
+    ``sys.argv``: folders this process can write, before anything loads."""
+    from fairseq2.recipe.cli import _parse_args
+
+    parsed = _parse_args()
+    if parsed.output_dir is not None and not parsed.dump_config:
+        check_output_dir(parsed.output_dir, "OUTPUT_DIR")
+    if parsed.checkpoint_dir is not None:
+        check_output_dir(parsed.checkpoint_dir, "--checkpoint-dir")
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        _main(sys.argv[1:] if argv is None else argv)
+    except UserInputError as err:
+        exit_with(err)
+
+
+def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
@@ -94,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "lm" and len(argv) >= 2:
         run_recipe(argv[1], argv[2:])
         return
-    raise SystemExit(f"error: unknown command {' '.join(argv[:2])!r}\n{USAGE}")
+    raise ConfigError(f"unknown command {' '.join(argv[:2])!r}\n{USAGE}")
 
 
 if __name__ == "__main__":

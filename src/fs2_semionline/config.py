@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from fairseq2.utils.validation import ValidationResult
+
+from fs2_semionline.fields import FieldChecks
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
 
@@ -46,6 +49,15 @@ class PromptDataSection:
         if self.pairs_path is not None:
             return frozenset()
         return frozenset(t for t, paths in (("math", self.math_paths), ("chat", self.chat_paths)) if paths)
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("batch_size", 1)
+        checks.at_least("max_prompt_len", 1, optional=True)
+        checks.at_least("shuffle_window", 1)
+        if self.chat_fraction is not None:
+            checks.within("chat_fraction", 0.0, 1.0, low_open=True, high_open=True, note=" or null")
+        return checks.result
 
 
 @dataclass(kw_only=True)
@@ -96,6 +108,23 @@ class RolloutGeneratorSection:
     max_restarts: int = 3
     """Replacements of one replica within one request before the run stops."""
 
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("sync_every_n_steps", 1, optional=True, note=" (null = offline)")
+        checks.at_least("num_rollouts", 2, note=" (pairs and group advantages need two)")
+        checks.at_least("temperature", 0.0, note=" (0 = greedy)")
+        checks.within("top_p", 0.0, 1.0, low_open=True)
+        checks.at_least("max_gen_len", 1)
+        checks.at_least("max_batch_size", 1)
+        checks.at_least("replicas", 1)
+        checks.at_least("tensor_parallel_size", 1)
+        checks.positive("num_cpus_per_replica")
+        checks.at_least("sync_bucket_mb", 1)
+        checks.positive("sync_timeout_s")
+        checks.positive("generate_timeout_s")
+        checks.at_least("max_restarts", 0)
+        return checks.result
+
 
 @dataclass(kw_only=True)
 class MathRewardSection:
@@ -105,6 +134,12 @@ class MathRewardSection:
     """Time per response; past it the reward fails (counted, never 0)."""
     num_workers: int | None = None
     """Worker processes (default: the machine's cores)."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.positive("timeout_s")
+        checks.at_least("num_workers", 1, optional=True, note=" (null = the machine's cores)")
+        return checks.result
 
 
 @dataclass(kw_only=True)
@@ -125,6 +160,16 @@ class RewardModelSection:
     """Longer prompt+response texts get no reward (a counted failure), never a truncated one."""
     timeout_s: float = 300.0
     """A call slower than this fails its items (counted, never read as 0)."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("replicas", 1)
+        checks.positive("num_cpus")
+        checks.one_of("device", ("cpu", "cuda"))
+        checks.at_least("max_batch_size", 1)
+        checks.at_least("max_length", 1, optional=True)
+        checks.positive("timeout_s")
+        return checks.result
 
 
 @dataclass(kw_only=True)
@@ -148,6 +193,12 @@ class DPOSection:
     nll_length_normalize: bool = False
     """Divide the NLL term by the chosen response's length."""
 
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.positive("beta")
+        checks.at_least("nll_scale", 0.0, note=" (0 = off)")
+        return checks.result
+
 
 @dataclass(kw_only=True)
 class GRPOSection:
@@ -160,6 +211,11 @@ class GRPOSection:
     normalize_advantage_std: bool = False
     """Divide advantages by the group's std (paper: off)."""
 
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("kl_beta", 0.0, note=" (0 = no reference)")
+        return checks.result
+
 
 @dataclass(kw_only=True)
 class GroupDPOGRPOSection:
@@ -167,6 +223,11 @@ class GroupDPOGRPOSection:
 
     alpha: float = 0.01
     """α (§4.2: 0.01 or 0.001)."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("alpha", 0.0)
+        return checks.result
 
 
 @dataclass(kw_only=True)
@@ -189,6 +250,12 @@ class LossSection:
     importance_cap: float = 2.0
     """C, the cap of the truncated importance weights."""
 
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.finite("entropy_coef")
+        checks.positive("importance_cap")
+        return checks.result
+
 
 @dataclass(kw_only=True)
 class ReferenceSyncSection:
@@ -198,6 +265,11 @@ class ReferenceSyncSection:
     """Table 4 "Ref model Sync": frozen, or synced to the policy with the generator."""
     every_n_steps: int | None = None
     """``every_n_steps`` mode: r (a divisor of the checkpoint interval)."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("every_n_steps", 1, optional=True)
+        return checks.result
 
 
 @dataclass(kw_only=True)
@@ -234,3 +306,12 @@ class ValidationSection:
     """``reward_len_norm``: ``mean_ratio`` = mean reward / mean response length in tokens over
     the whole set (the reading of the paper's authors' code; with negative rewards it
     favours long answers, and the run log says so); ``none`` = the mean reward."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("num_samples", 1)
+        checks.at_least("temperature", 0.0, note=" (0 = greedy)")
+        checks.within("top_p", 0.0, 1.0, low_open=True)
+        checks.at_least("max_gen_len", 1, optional=True, note=" (null = generator.max_gen_len)")
+        checks.at_least("max_batch_size", 1)
+        return checks.result

@@ -30,7 +30,8 @@ from fairseq2.gang import Gangs, broadcast_flag
 from fairseq2.logging import log
 
 from fs2_semionline.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
-from fs2_semionline.errors import ConfigError
+from fs2_semionline.container import replace_provider
+from fs2_semionline.errors import ConfigError, UserInputError, check_output_dir, exit_with
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         ref = find_checkpoint(args.source, step=args.step, best=args.best)
+        check_output_dir(args.out_dir, "OUT_DIR")
         out = export_checkpoint(ref, args.out_dir, dtype=getattr(torch, args.dtype) if args.dtype else None)
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+    except UserInputError as err:
+        exit_with(err)
     print(f"exported {ref.model_dir} (step {ref.step}) to {out}")
 
 
@@ -206,9 +208,7 @@ class CheckpointHFExporter(HuggingFaceExporter):
 def register_hf_exporter(container: object) -> None:
     """Makes ``regime.export_hugging_face=true`` use :class:`CheckpointHFExporter`.
 
-    fairseq2 0.8.1 registers its exporter before a recipe's ``register`` runs and has no
-    public way to replace a provider, so its registration is removed first (the one use
-    of the container's internals; ``tests/test_export.py`` fails if that stops working)."""
+    fairseq2 0.8.1 registers its own exporter first; ``container.replace_provider`` swaps it."""
     from fairseq2.checkpoint import NOOP_HG_EXPORTER, CheckpointDir
     from fairseq2.recipe.config import RegimeSection
 
@@ -220,7 +220,4 @@ def register_hf_exporter(container: object) -> None:
             checkpoint_dir = resolver.resolve(Path) / "checkpoints"  # type: ignore[attr-defined]
         return CheckpointHFExporter(checkpoint_dir, resolver.resolve(Gangs))  # type: ignore[attr-defined]
 
-    registrations = getattr(container, "_registrations")
-    if registrations.pop((HuggingFaceExporter, None), None) is not None:
-        getattr(container, "_keys")[HuggingFaceExporter].remove(None)
-    container.register(HuggingFaceExporter, create)  # type: ignore[attr-defined]
+    replace_provider(container, HuggingFaceExporter, create)  # type: ignore[arg-type]

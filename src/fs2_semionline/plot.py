@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fs2_semionline.errors import UserInputError
+from fs2_semionline.errors import UserInputError, check_output_dir, exit_with
 
 DEFAULT_METRICS = ("Reward", "Rollout Length", "Rollout Entropy")
 
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.labels and len(args.labels) != len(args.run_dirs):
         parser.error(f"{len(args.labels)} --label for {len(args.run_dirs)} RUN_DIRs")
     try:
+        check_output_dir(args.out, "--out")
         written = plot_runs(
             args.run_dirs,
             args.out,
@@ -112,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             smooth_window=args.smooth,
         )
     except UserInputError as err:
-        raise SystemExit(f"error: {err}") from None
+        exit_with(err)
     if not written:
-        raise SystemExit(f"error: none of the runs has any of the metrics {args.metrics or list(DEFAULT_METRICS)}")
+        exit_with(f"none of the runs has any of the metrics {args.metrics or list(DEFAULT_METRICS)}")
     for path in written:
         print(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from fs2_semionline.errors import ConfigError
 from fs2_semionline.paths import PRESETS_DIR
 
 
@@ -47,10 +48,10 @@ def list_presets(presets_dir: Path = PRESETS_DIR) -> list[Preset]:
 def get_preset(name: str, recipe: str) -> Preset:
     presets = {p.name: p for p in list_presets()}
     if name not in presets:
-        raise SystemExit(f"error: no preset named '{name}'. Known presets: {', '.join(sorted(presets))}")
+        raise ConfigError(f"--preset {name}: no such preset. Known presets: {', '.join(sorted(presets))}")
     preset = presets[name]
     if preset.recipe != recipe:
-        raise SystemExit(f"error: preset '{name}' is for `lm {preset.recipe}`, not `lm {recipe}`")
+        raise ConfigError(f"--preset {name} is for `lm {preset.recipe}`, not `lm {recipe}`")
     return preset
 
 
@@ -65,10 +66,12 @@ def merged_config_file(preset: Preset, user_file: Path | None) -> Path:
     def load(path: Path) -> object:
         # ``${dir}`` means the folder of the file it is written in (fairseq2's rule), so it
         # is expanded before the merged file moves elsewhere.
+        if not path.is_file():
+            raise ConfigError(f"--config-file {path}: no such file")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as ex:
-            raise SystemExit(f"error: {path} is not valid YAML: {ex}") from None
+            raise ConfigError(f"--config-file {path} is not valid YAML: {' '.join(str(ex).split())}") from None
         return StandardConfigProcessor([]).process(raw, [ReplacePathDirective(path.resolve().parent)])
 
     merged = StandardConfigMerger().merge(load(preset.path), load(user_file))

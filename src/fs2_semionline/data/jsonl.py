@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.errors import DataFileError
 
 
@@ -35,6 +36,15 @@ class JsonlRecord:
             return str(value)
         if not isinstance(value, str):
             raise DataFileError(self.path, self.line_nr, f"expected a string, got {type(value).__name__}", name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # JSON's "\ud800" escapes decode to a lone surrogate
+            raise DataFileError(
+                self.path,
+                self.line_nr,
+                f"not valid Unicode text: a lone surrogate {value[err.start]!r} at character {err.start}",
+                name,
+            ) from None
         return value
 
 
@@ -109,7 +119,7 @@ def load_prompts(
     *,
     task: str,
     template: Callable[[str], str],
-    encode: Callable[[str], list[int]],
+    encoder: TextEncoder,
     max_prompt_len: int,
     require_answer: bool,
     report: LoadReport | None = None,
@@ -130,7 +140,7 @@ def load_prompts(
                 report.skipped[reason] += 1
                 continue
             text = template(prompt)
-            token_ids = encode(text)
+            token_ids = encoder.prompt(template, prompt)
             if len(token_ids) > max_prompt_len:
                 report.skipped["prompt_too_long"] += 1
                 continue
@@ -152,7 +162,7 @@ def load_pairs(
     path: Path,
     *,
     template: Callable[[str], str],
-    encode: Callable[[str], list[int]],
+    encoder: TextEncoder,
     eos_idx: int,
     max_seq_len: int,
     report: LoadReport | None = None,
@@ -166,8 +176,8 @@ def load_pairs(
         if not prompt.strip():
             report.skipped["empty_prompt"] += 1
             continue
-        prompt_ids = encode(template(prompt))
-        chosen_ids, rejected_ids = encode(chosen) + [eos_idx], encode(rejected) + [eos_idx]
+        prompt_ids = encoder.prompt(template, prompt)
+        chosen_ids, rejected_ids = encoder.text(chosen) + [eos_idx], encoder.text(rejected) + [eos_idx]
         if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_seq_len:
             report.skipped["pair_too_long"] += 1
             continue

@@ -8,7 +8,6 @@ sets read and encoded, math and chat mixed, and the per-rank batch pipeline.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,11 @@ from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.logging import log
 
 from fs2_semionline.config import PromptDataSection, ValidationSection
+from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, PairExample, PromptExample, load_pairs, load_prompts
 from fs2_semionline.data.templates import TASK_TEMPLATES, verifiable_prompt
 from fs2_semionline.errors import ConfigError
 from fs2_semionline.units.batches import PairBatch, PromptBatch
-
-Encode = Callable[[str], list[int]]
 
 
 @dataclass
@@ -32,6 +30,9 @@ class TrainingData:
     examples: list[PromptExample] = field(default_factory=list)
     pairs: list[PairExample] = field(default_factory=list)
     valid_examples: list[PromptExample] = field(default_factory=list)
+    report: LoadReport = field(default_factory=LoadReport)
+    """What reading the training files skipped, per reason."""
+    valid_report: LoadReport = field(default_factory=LoadReport)
 
     @property
     def train_tasks(self) -> frozenset[str]:
@@ -46,7 +47,7 @@ def load_training_data(
     dataset: PromptDataSection,
     valid: ValidationSection,
     *,
-    encode: Encode,
+    encoder: TextEncoder,
     eos_idx: int,
     max_seq_len: int,
     max_gen_len: int,
@@ -62,7 +63,7 @@ def load_training_data(
             paths,
             task=task,
             template=TASK_TEMPLATES[task],
-            encode=encode,
+            encoder=encoder,
             max_prompt_len=max_prompt_len,
             require_answer=task == "math",
             report=report,
@@ -79,6 +80,7 @@ def load_training_data(
             valid_report.num_read,
             dict(valid_report.skipped),
         )
+    data.valid_report = valid_report
     if (valid.math_paths or valid.chat_paths) and not data.valid_examples:
         raise ConfigError(f"validation: no usable prompts ({valid_report.as_dict()})")
 
@@ -87,11 +89,19 @@ def load_training_data(
         data.pairs = load_pairs(
             Path(dataset.pairs_path),
             template=verifiable_prompt,
-            encode=encode,
+            encoder=encoder,
             eos_idx=eos_idx,
             max_seq_len=max_seq_len,
             report=report,
         )
+        data.report = report
+        if report.num_skipped:
+            log.warning(
+                "training pairs: skipped {} of {}: {} (metrics/data.jsonl)",
+                report.num_skipped,
+                report.num_read,
+                dict(report.skipped),
+            )
         if len(data.pairs) < dataset.batch_size:
             raise ConfigError(
                 f"dataset.pairs_path: {len(data.pairs)} usable pairs, fewer than one batch ({report.as_dict()})"
@@ -100,11 +110,34 @@ def load_training_data(
     math = load(dataset.math_paths, "math", max_gen_len, report)
     chat = load(dataset.chat_paths, "chat", max_gen_len, report)
     data.examples = mix_tasks(math, chat, dataset.chat_fraction, seed=seed)
+    data.report = report
+    if report.num_skipped:
+        log.warning(
+            "training prompts: skipped {} of {}: {} (metrics/data.jsonl)",
+            report.num_skipped,
+            report.num_read,
+            dict(report.skipped),
+        )
     if len(data.examples) < dataset.batch_size:
         raise ConfigError(
             f"dataset.math_paths/chat_paths: {len(data.examples)} usable prompts, fewer than one batch ({report.as_dict()})"
         )
     return data
+
+
+def data_metrics(data: TrainingData) -> dict[str, object]:
+    """What reading the files used and skipped, for ``metrics/data.jsonl`` (step 0)."""
+    values: dict[str, object] = {
+        "num_read": data.report.num_read,
+        "num_used": len(data.examples) + len(data.pairs),
+        "num_skipped": data.report.num_skipped,
+    }
+    values.update({f"skipped/{reason}": n for reason, n in sorted(data.report.skipped.items())})
+    if data.valid_report.num_read:
+        values["valid/num_read"] = data.valid_report.num_read
+        values["valid/num_skipped"] = data.valid_report.num_skipped
+        values.update({f"valid/skipped/{reason}": n for reason, n in sorted(data.valid_report.skipped.items())})
+    return values
 
 
 def mix_tasks(
@@ -149,11 +182,21 @@ def train_pipeline(
     step, in ``num_micro`` micro-batches. Prompt steps come in windows of ``window``
     steps (one generator sync each): the unit hands a whole window to the generator
     right after its sync. Fixed pairs (``PairExample``) need no window."""
+    per_rank = per_rank_batch_size(dataset.batch_size, dp_size, num_micro)
+    window_size = 1 if items and isinstance(items[0], PairExample) else window
+    steps_per_epoch = len(items) // dp_size // per_rank
+    if steps_per_epoch < window_size:
+        raise ConfigError(
+            f"dataset: {len(items)} usable items make {steps_per_epoch} step(s) of dataset.batch_size="
+            f"{dataset.batch_size} per pass, fewer than one sync window of {window_size} steps "
+            f"(generator.sync_every_n_steps with generator.work_ahead): no full step could be taken; "
+            f"give at least {window_size * dataset.batch_size} prompts"
+        )
     builder = (
         read_sequence(items)
         .shard(dp_rank, dp_size)
         .shuffle(dataset.shuffle_window, seed=seed)
-        .bucket(per_rank_batch_size(dataset.batch_size, dp_size, num_micro), drop_remainder=True)
+        .bucket(per_rank, drop_remainder=True)
     )
     if items and isinstance(items[0], PairExample):
         return builder.yield_from(

@@ -8,13 +8,14 @@ runs alone or beside others, so one command can replace one run per benchmark.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from fairseq2.logging import log
 
+from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, PromptExample, load_prompts
 from fs2_semionline.data.templates import TASK_TEMPLATES
 from fs2_semionline.eval.chat_eval import ChatGeneration, ChatIds, generate_chat
@@ -37,7 +38,7 @@ class EvalSet:
         return {"name": self.name, "data": str(self.path)}
 
 
-def load_eval_sets(paths: Sequence[Path], *, task: TaskName, encode: Callable[[str], list[int]]) -> list[EvalSet]:
+def load_eval_sets(paths: Sequence[Path], *, task: TaskName, encoder: TextEncoder) -> list[EvalSet]:
     """Reads every file completely before the model loads, so a bad line anywhere costs
     seconds, not a model load. Length limits come later (:func:`drop_long_prompts`),
     once the model's ``max_seq_len`` is known. Math: Figure 4 template, ``answer``
@@ -50,7 +51,7 @@ def load_eval_sets(paths: Sequence[Path], *, task: TaskName, encode: Callable[[s
             [Path(path)],
             task=task,
             template=template,
-            encode=encode,
+            encoder=encoder,
             max_prompt_len=sys.maxsize,
             require_answer=task == "math",
             report=report,

@@ -3,19 +3,43 @@ loads, each as one line naming the keys (relations between keys live here only).
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fairseq2.utils.validation import StandardObjectValidator, ValidationError, ValidationResult
+
 from fs2_semionline.config import RolloutGeneratorSection
 from fs2_semionline.errors import ConfigError, check_data_files
+
+
+def validate_recipe_config(config: Any, relations: Callable[[Any], None]) -> ValidationResult:
+    """A recipe config's own ``validate()``: fairseq2 keys it leaves unchecked, then, only
+    when every section is valid on its own (fairseq2 reports those errors), ``relations``."""
+    result = ValidationResult()
+    optimizer = getattr(config, "optimizer", None)
+    lr = getattr(getattr(optimizer, "config", None), "lr", None)
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        result.add_error(f"optimizer.config.lr must be >= 0, got {lr!r}.")
+    validator = StandardObjectValidator()
+    for f in dataclasses.fields(config):
+        try:
+            validator.validate(getattr(config, f.name))
+        except ValidationError:
+            return result
+    try:
+        relations(config)
+    except ConfigError as err:
+        result.add_error(str(err))
+    return result
 
 
 def check_config(config: Any) -> None:
     """``config``: a ``PreferenceFinetuneConfig``."""
     gen, loss, dataset, valid, regime = config.generator, config.loss, config.dataset, config.validation, config.regime
     s = gen.sync_every_n_steps
-    if s is not None and s < 1:
-        raise ConfigError(f"generator.sync_every_n_steps must be >= 1 or null (offline), got {s}")
     if loss.name == "grpo" and s != 1:
         raise ConfigError(f"loss.name=grpo is on-policy (paper §2.3): it needs generator.sync_every_n_steps=1, got {s}")
     every = regime.checkpoint_every_n_steps
@@ -41,9 +65,6 @@ def check_config(config: Any) -> None:
         raise ConfigError(
             "dataset.chat_paths are scored by the reward model: set reward.model.name (a card or a local HF folder)"
         )
-    fraction = dataset.chat_fraction
-    if fraction is not None and not 0.0 < fraction < 1.0:
-        raise ConfigError(f"dataset.chat_fraction must be in (0, 1) or null, got {fraction}")
     if (valid.math_paths or valid.chat_paths) and not (regime.validate_every_n_steps or regime.validate_at_start):
         raise ConfigError(
             "validation.math_paths/chat_paths are set but regime.validate_every_n_steps is null "
@@ -51,10 +72,6 @@ def check_config(config: Any) -> None:
         )
     if valid.chat_paths and not config.reward.model.name:
         raise ConfigError("validation.chat_paths are scored by the reward model: set reward.model.name")
-    if valid.num_samples < 1:
-        raise ConfigError(f"validation.num_samples must be >= 1, got {valid.num_samples}")
-    if gen.num_rollouts < 2:
-        raise ConfigError("generator.num_rollouts must be >= 2 to form pairs or group advantages")
     if gen.colocate and gen.backend != "vllm":
         raise ConfigError("generator.colocate=true colocates a vLLM engine: it needs generator.backend=vllm")
     if loss.importance_sampling == "truncated":
@@ -71,8 +88,6 @@ def check_config(config: Any) -> None:
                 "loss.importance_sampling=truncated needs the generator's log-probs: generator.backend=vllm, or "
                 f"local at generator.temperature 1 (fairseq2's sampler scores tempered tokens), got {gen.temperature}"
             )
-        if not loss.importance_cap > 0:
-            raise ConfigError(f"loss.importance_cap must be > 0, got {loss.importance_cap}")
     if valid.sampler == "generator" and not validates_through_generator(config):
         raise ConfigError(
             "validation.sampler=generator needs generator.backend=vllm and every validation step on a sync "

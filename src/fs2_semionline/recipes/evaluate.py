@@ -46,6 +46,7 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 from typing_extensions import override
 
+from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
 from fs2_semionline.eval.chat_eval import (
     ChatIds,
@@ -93,10 +94,7 @@ class EvalTask(Task):
     @property
     def _num_samples(self) -> int:
         n = self._config.sampling.num_samples
-        n = DEFAULT_NUM_SAMPLES[self._config.dataset.task] if n is None else n
-        if n < 1:
-            raise ConfigError(f"sampling.num_samples must be >= 1, got {n}")
-        return n
+        return DEFAULT_NUM_SAMPLES[self._config.dataset.task] if n is None else n  # >= 1: validated
 
     @property
     def _sampling(self) -> SamplingConfig:
@@ -111,8 +109,7 @@ class EvalTask(Task):
         check_data_files("dataset.paths", config.dataset.paths)
         num_samples = self._num_samples
         tokenizer = context.get_tokenizer()
-        encoder = tokenizer.create_raw_encoder()
-        sets = load_eval_sets(config.dataset.paths, task=config.dataset.task, encode=lambda t: encoder(t).tolist())
+        sets = load_eval_sets(config.dataset.paths, task=config.dataset.task, encoder=fairseq2_text_encoder(tokenizer))
         chat_ids: dict[str, ChatIds] = {}
         reward_spec = None
         if config.dataset.task == "chat":

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 from fairseq2.recipe.config import CommonSection, GangSection, ReferenceModelSection, TokenizerSection
+from fairseq2.utils.validation import ValidationResult
 
 from fs2_semionline.config import RewardSection, RolloutGeneratorSection
+from fs2_semionline.fields import FieldChecks
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.ray_cluster import RaySection
 
@@ -29,6 +31,11 @@ class EvalDataSection:
     max_prompt_len: int | None = None
     """Longer prompts are counted skips. Default: the model's max_seq_len − max_gen_len."""
 
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("max_prompt_len", 1, optional=True)
+        return checks.result
+
 
 @dataclass(kw_only=True)
 class EvalSamplingSection:
@@ -45,6 +52,15 @@ class EvalSamplingSection:
     max_batch_size: int = 32
     """Prompts per sampler call (memory knob). It shapes the RNG stream, so keep it fixed
     when comparing runs sample for sample."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("num_samples", 1, optional=True, note=" (null = 50 for math, 1 for chat)")
+        checks.at_least("temperature", 0.0, note=" (0 = greedy)")
+        checks.within("top_p", 0.0, 1.0, low_open=True)
+        checks.at_least("max_gen_len", 1)
+        checks.at_least("max_batch_size", 1)
+        return checks.result
 
 
 @dataclass(kw_only=True)
@@ -74,6 +90,14 @@ class EvalGeneratorSection:
     """``vllm``: the serving dtype; ``auto``: model.dtype."""
     generate_timeout_s: float = 1800.0
     """A replica silent for longer is restarted and its prompts re-issued."""
+
+    def validate(self) -> ValidationResult:
+        checks = FieldChecks(self)
+        checks.at_least("replicas", 1)
+        checks.at_least("tensor_parallel_size", 1)
+        checks.positive("num_cpus_per_replica")
+        checks.positive("generate_timeout_s")
+        return checks.result
 
     def rollout_section(self) -> RolloutGeneratorSection:
         return RolloutGeneratorSection(

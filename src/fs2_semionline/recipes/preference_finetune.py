@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from fairseq2.checkpoint import CheckpointDir
 from fairseq2.data.data_pipeline import read_sequence
 from fairseq2.datasets import DataPipelineReader, SyncMode
 from fairseq2.logging import log
@@ -38,6 +39,9 @@ from fairseq2.recipe.config import (
 )
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
+from fairseq2.utils.structured import ValueConverter
+from fairseq2.utils.validation import ValidationResult
+from fairseq2.utils.yaml import YamlDumper
 from typing_extensions import override
 
 from fs2_semionline.config import (
@@ -48,8 +52,9 @@ from fs2_semionline.config import (
     RolloutGeneratorSection,
     ValidationSection,
 )
+from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.jsonl import PromptExample
-from fs2_semionline.data.train_data import TrainingData, load_training_data, train_pipeline
+from fs2_semionline.data.train_data import TrainingData, data_metrics, load_training_data, train_pipeline
 from fs2_semionline.errors import ConfigError, register_cli_errors
 from fs2_semionline.export import register_hf_exporter
 from fs2_semionline.generation.factory import create_generator, serving_dtype, share_cpu_with_generator
@@ -61,8 +66,10 @@ from fs2_semionline.recipes.checks import (
     check_config,
     check_config_files,
     generator_logprobs,
+    validate_recipe_config,
     validates_through_generator,
 )
+from fs2_semionline.resume import prepare_output_dir
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.reward_model_actor import create_reward_scorer
 from fs2_semionline.sharding import full_weight_buckets, is_sharded, model_family, shard_like_policy
@@ -107,6 +114,12 @@ class PreferenceFinetuneConfig:
     gang: GangSection = field(default_factory=GangSection)
     common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
 
+    def validate(self) -> ValidationResult:
+        """fairseq2 calls this (and each section's own ``validate()``) before anything
+        loads: here the keys of fairseq2's sections it leaves unchecked, and, once every
+        section is valid, the relations between keys (``recipes/checks.py``)."""
+        return validate_recipe_config(self, check_config)
+
 
 class PreferenceFinetuneRecipe(Recipe):
     @override
@@ -127,23 +140,34 @@ class PreferenceFinetuneRecipe(Recipe):
     @override
     def create_task(self, context: RecipeContext) -> Task:
         """Composes: data → (reference) → Ray, generator, rewards → unit → fairseq2 Trainer."""
-        config = context.get_config_as(PreferenceFinetuneConfig)
-        check_config(config)
+        config = context.get_config_as(PreferenceFinetuneConfig)  # validated by fairseq2
         check_config_files(config)
+        last_step = context.get_checkpoint_manager().maybe_get_last_step_number(exclude_model_only=True)
+        prepare_output_dir(
+            context.resolver.resolve(ValueConverter).unstructure(config),
+            checkpoint_dir=context.resolver.resolve(CheckpointDir).path or context.output_dir / "checkpoints",
+            output_dir=context.output_dir,
+            last_step=last_step,
+            is_rank0=context.gangs.root.rank == 0,
+            write_config_yaml=lambda tree: context.resolver.resolve(YamlDumper).dump(
+                tree, context.output_dir / "config.yaml"
+            ),
+        )
         tokenizer = context.get_tokenizer()
         policy_module = context.get_model_as(CausalLM)
-        encoder = tokenizer.create_raw_encoder()
         eos_idx = tokenizer.vocab_info.eos_idx
         assert eos_idx is not None
         data = load_training_data(
             config.dataset,
             config.validation,
-            encode=lambda text: encoder(text).tolist(),
+            encoder=fairseq2_text_encoder(tokenizer),
             eos_idx=eos_idx,
             max_seq_len=int(getattr(policy_module, "max_seq_len")),
             max_gen_len=config.generator.max_gen_len,
             seed=config.common.seed,
         )
+        if last_step is None:
+            context.metric_recorder.record_metric_values("data", data_metrics(data), step_nr=0)
         objective = create_objective(config.loss)
         reference = None
         if objective.needs_reference:

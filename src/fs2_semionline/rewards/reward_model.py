@@ -28,11 +28,13 @@ Two heads are supported:
     ``<|begin_of_text|>`` before the template's own, which is what the card's pipeline
     (and RewardBench) feed the model.
 
-Prompts: our prompt strings already carry the full Llama-3 chat header (they start with
-``<|begin_of_text|>`` and end with the assistant header), so the scored text is
-``prompt + response + "<|eot_id|>"``. A raw user message (no ``<|begin_of_text|>``) is
-put in a conversation with the tokenizer's chat template, or with our Llama-3 header
-format (:func:`fs2_semionline.data.templates.chat_prompt`) when the tokenizer has none.
+Prompts are the user's own text (``PromptExample.prompt``), never a templated string:
+the conversation is built with the tokenizer's chat template, or with our Llama-3 header
+format (:func:`fs2_semionline.data.templates.chat_prompt`) when the tokenizer has none,
+and encoded special-token safe (:mod:`fs2_semionline.data.encoding`): a special token's
+spelling in the prompt or the response is text, not that token, so neither can close a
+turn or open a new one. A chat template that changes the texts it is given (other than
+stripping them) is refused for that item (an input error, counted).
 
 Failures are ``None``, never 0: a reward that cannot be computed (forward exception,
 non-finite score, text over ``max_length``, empty prompt) must be masked out by the
@@ -63,7 +65,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from fs2_semionline.data.templates import BEGIN_OF_TEXT, EOT, chat_prompt
+from fs2_semionline.data.encoding import MARKER, TextEncoder, fill, hf_special_tokens
+from fs2_semionline.data.templates import EOT, chat_prompt
 from fs2_semionline.rewards.athene import ATHENE_CLS_ID, AtheneForSequenceClassification
 
 if TYPE_CHECKING:
@@ -147,6 +150,15 @@ class RewardModel:
             self._setup_athene(path)
         else:
             self._setup_pad_token()
+        tokenizer = self.tokenizer
+        self._text_encoder = TextEncoder(
+            lambda text: list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]),
+            hf_special_tokens(tokenizer),
+        )
+        # What the tokenizer's defaults add around a text (Athene's card tokenizes with them).
+        self._added_ids: list[int] = (
+            list(tokenizer("", add_special_tokens=True)["input_ids"]) if spec.head == "athene" else []
+        )
 
     # ------------------------------------------------------------------ loading
 
@@ -203,31 +215,39 @@ class RewardModel:
 
     # ------------------------------------------------------------------ scoring
 
-    def conversation_text(self, prompt: str, response: str) -> str:
-        """The exact text the reward model reads for one (prompt, response)."""
+    def conversation(self, prompt: str, response: str) -> tuple[str, list[tuple[int, int]]]:
+        """The exact text the reward model reads for one (prompt, response), and where in
+        it the two texts are (they are encoded as text, the rest with its special tokens)."""
         response = response.removesuffix(EOT)
-        if prompt.startswith(BEGIN_OF_TEXT):
-            text = prompt + response + EOT
-        elif self.tokenizer.chat_template is not None:
-            messages = [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": response},
-            ]
-            text = cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False))
+        if self.tokenizer.chat_template is not None:
+            roles = ("user", "assistant")
+            render = self.tokenizer.apply_chat_template
+            skeleton = cast(str, render([{"role": r, "content": MARKER} for r in roles], tokenize=False))
+            real = cast(
+                str, render([{"role": r, "content": t} for r, t in zip(roles, (prompt, response))], tokenize=False)
+            )
+            full, spans = fill(skeleton, [prompt, response])
+            if full != real:  # a template that strips the contents (Llama-3's does)
+                full, spans = fill(skeleton, [prompt.strip(), response.strip()])
+            if full != real:
+                raise ValueError("the chat template changes the message texts: their place in it is unknown")
         else:
-            text = chat_prompt(prompt) + response + EOT
+            full, spans = fill(chat_prompt(MARKER) + MARKER + EOT, [prompt, response])
         if self.cls_token is not None:
-            text += self.cls_token
-        return text
+            full += self.cls_token
+        return full, spans
+
+    def conversation_text(self, prompt: str, response: str) -> str:
+        return self.conversation(prompt, response)[0]
 
     def _encode(self, prompt: str, response: str) -> list[int] | str:
         """Token ids, or why the item cannot be scored."""
         if not prompt.strip():
             return "empty prompt"
         try:
-            text = self.conversation_text(prompt, response)
+            ids = self._text_encoder.structured(*self.conversation(prompt, response))
             # Athene: the card tokenizes with the tokenizer's default special tokens.
-            ids = self.tokenizer(text, add_special_tokens=self.spec.head == "athene", verbose=False)["input_ids"]
+            ids = self._added_ids + ids
         except Exception as ex:  # a chat template or tokenizer error concerns this item only
             log.debug("reward model: cannot build an input: %r", ex)
             return f"input error ({type(ex).__name__})"

@@ -36,7 +36,7 @@ def score_responses(
         if task == "chat":
             if reward_model is None:
                 raise ValueError("chat prompts need a reward model (reward.model)")
-            flat = reward_model.score([examples[i].text for i in rows for _ in responses[i]], flat_responses)
+            flat = reward_model.score([examples[i].prompt for i in rows for _ in responses[i]], flat_responses)
         else:
             if math_scorer is None:
                 raise ValueError("math prompts need a Math-Verify pool")

@@ -74,6 +74,7 @@ def select_checkpoint(
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
+    from fs2_semionline.data.encoding import fairseq2_text_encoder
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
@@ -83,12 +84,12 @@ def select_checkpoint(
     from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
-    encoder = tokenizer.create_raw_encoder()
+    encoder = fairseq2_text_encoder(tokenizer)
     examples = load_prompts(
         [valid_file],
         task="math",
         template=verifiable_prompt,
-        encode=lambda t: encoder(t).tolist(),
+        encoder=encoder,
         max_prompt_len=200,
         require_answer=True,
     )

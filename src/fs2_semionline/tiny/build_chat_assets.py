@@ -72,6 +72,7 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
+    from fs2_semionline.data.encoding import fairseq2_text_encoder
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
@@ -81,7 +82,7 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
-    encoder = tokenizer.create_raw_encoder()
+    text_encoder = fairseq2_text_encoder(tokenizer)
     model = get_llama_model_hub().create_new_model(tiny_math_config(), device=torch.device("cpu"))
     model.load_state_dict(weights)
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=ROLLOUT_LEN)
@@ -89,7 +90,7 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
         [TINY_MATH_DIR / "data" / "valid.jsonl"],
         task="math",
         template=verifiable_prompt,
-        encode=lambda t: encoder(t).tolist(),
+        encoder=text_encoder,
         max_prompt_len=200,
         require_answer=True,
     )
@@ -107,7 +108,7 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     completions = sample_completions(
         model,
         tokenizer,
-        [encoder(non_verifiable_prompt(p.prompt)).tolist() for p in chat_prompts],
+        [text_encoder.prompt(non_verifiable_prompt, p.prompt) for p in chat_prompts],
         num_samples,
         sampling,
         batch_size=100,
@@ -150,13 +151,12 @@ def reward_model_report(
     runs use (:class:`RewardModel`): pair accuracy, the correlation of its score with the
     synthetic preference on fresh answers, and the accuracy on pairs that differ in one
     constraint only (numbers; sentences)."""
-    from fs2_semionline.data.templates import non_verifiable_prompt
     from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec
 
     model = RewardModel(RewardModelSpec(path=str(rm_dir), batch_size=64))
 
     def accuracy(triples: list[tuple[str, str, str]]) -> float:
-        texts = [non_verifiable_prompt(p) for p, _, _ in triples]
+        texts = [p for p, _, _ in triples]
         chosen = model.score(texts, [c for _, c, _ in triples])
         rejected = model.score(texts, [r for _, _, r in triples])
         return statistics.mean(float(c > r) for c, r in zip(chosen, rejected))  # type: ignore[operator]
@@ -164,7 +164,7 @@ def reward_model_report(
     pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     rng = random.Random(seed)
     answers = [(p, chat_task.sample_response(rng, p)) for p in prompts for _ in range(4)]
-    scores = model.score([non_verifiable_prompt(p.prompt) for p, _ in answers], [a for _, a in answers])
+    scores = model.score([p.prompt for p, _ in answers], [a for _, a in answers])
     qualities = [chat_task.quality(p, a) for p, a in answers]
     by_quality = {
         str(q): statistics.mean(s for s, qq in zip(scores, qualities) if qq == q)  # type: ignore[misc]

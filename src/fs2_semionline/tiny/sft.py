@@ -39,6 +39,7 @@ from fairseq2.task import Task
 from fairseq2.trainer import TrainUnit
 from typing_extensions import override
 
+from fs2_semionline.data.encoding import MARKER, fairseq2_text_encoder, fill
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.data.templates import EOT, TASK_TEMPLATES
 from fs2_semionline.errors import ConfigError, DataFileError, register_cli_errors
@@ -144,7 +145,7 @@ class TinySFTRecipe(Recipe):
         if config.dataset.path is None:
             raise ConfigError("dataset.path must name the SFT JSONL file (prompt, solution)")
         tokenizer = context.get_tokenizer()
-        encoder = tokenizer.create_raw_encoder()
+        encoder = fairseq2_text_encoder(tokenizer)
         pad_idx = tokenizer.vocab_info.pad_idx
         if pad_idx is None:
             raise ValueError("the tokenizer has no PAD token")
@@ -157,8 +158,8 @@ class TinySFTRecipe(Recipe):
                 raise DataFileError(
                     record.path, record.line_nr, f"expected one of {sorted(TASK_TEMPLATES)}, got {task!r}", "task"
                 )
-            prompt_ids = encoder(TASK_TEMPLATES[task](record.require_str("prompt"))).tolist()
-            response_ids = encoder(record.require_str("solution") + EOT).tolist()
+            prompt_ids = encoder.prompt(TASK_TEMPLATES[task], record.require_str("prompt"))
+            response_ids = encoder.structured(*fill(MARKER + EOT, [record.require_str("solution")]))
             if len(prompt_ids) + len(response_ids) > config.dataset.max_seq_len:
                 report.skipped["too_long"] += 1
                 continue

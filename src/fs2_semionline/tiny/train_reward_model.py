@@ -20,7 +20,6 @@ Pairs are JSONL ``{"prompt", "chosen", "rejected"}`` (raw instruction and respon
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from fairseq2.trainer import TrainUnit
 from torch import Tensor
 from typing_extensions import override
 
+from fs2_semionline.data.encoding import MARKER, TextEncoder, fairseq2_text_encoder, fill
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.data.templates import EOT, non_verifiable_prompt
 from fs2_semionline.errors import ConfigError, register_cli_errors
@@ -174,17 +174,18 @@ class PairAccuracyUnit(_PairScoring, EvalUnit[PairTokens]):
         self.pair_losses(batch, metric_bag)
 
 
-def load_pair_tokens(
-    path: Path, encode: Callable[[str], list[int]], max_seq_len: int
-) -> list[tuple[list[int], list[int]]]:
+def load_pair_tokens(path: Path, encoder: TextEncoder, max_seq_len: int) -> list[tuple[list[int], list[int]]]:
     """Token ids of ``prompt + response + <|eot_id|>`` for both sides of every pair: the
-    exact text :meth:`RewardModel.conversation_text` builds at scoring time."""
+    exact text and encoding :meth:`RewardModel.conversation` builds at scoring time."""
     report = LoadReport()
     pairs = []
     for record in iter_jsonl(Path(path)):
         report.num_read += 1
-        prompt = non_verifiable_prompt(record.require_str("prompt"))
-        chosen, rejected = (encode(prompt + record.require_str(k) + EOT) for k in ("chosen", "rejected"))
+        prompt = record.require_str("prompt")
+        skeleton = non_verifiable_prompt(MARKER) + MARKER + EOT
+        chosen, rejected = (
+            encoder.structured(*fill(skeleton, [prompt, record.require_str(k)])) for k in ("chosen", "rejected")
+        )
         if max(len(chosen), len(rejected)) > max_seq_len:
             report.skipped["too_long"] += 1
             continue
@@ -218,19 +219,16 @@ class RewardModelTrainRecipe(Recipe):
                 "dataset.train_path and dataset.valid_path must name pair JSONL files (prompt, chosen, rejected)"
             )
         tokenizer = context.get_tokenizer()
-        encoder = tokenizer.create_raw_encoder()
+        encoder = fairseq2_text_encoder(tokenizer)
         pad_idx = tokenizer.vocab_info.pad_idx
         assert pad_idx is not None
-
-        def encode(text: str) -> list[int]:
-            return encoder(text).tolist()  # type: ignore[no-any-return]
 
         model = context.get_model_as(CausalLM)
         with torch.no_grad():  # the value head starts at zero: every reward starts at 0
             getattr(model, "final_proj").weight[REWARD_TOKEN].zero_()
 
         def reader(path: Path, shuffle: bool) -> DataPipelineReader[PairTokens]:
-            builder = read_sequence(load_pair_tokens(path, encode, data.max_seq_len))
+            builder = read_sequence(load_pair_tokens(path, encoder, data.max_seq_len))
             if shuffle:
                 builder = builder.shuffle(data.shuffle_window, seed=config.common.seed)
             builder = builder.bucket(data.batch_size, drop_remainder=shuffle).map(lambda b: collate_pairs(b, pad_idx))

@@ -19,7 +19,6 @@ command line and re-exports the public names.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fs2_semionline.data.prepare.common import (
@@ -35,7 +34,7 @@ from fs2_semionline.data.prepare.numinamath import (
 )
 from fs2_semionline.data.prepare.test_sets import prepare_amc23, prepare_math500
 from fs2_semionline.data.prepare.wildchat import prepare_wildchat
-from fs2_semionline.errors import UserInputError
+from fs2_semionline.errors import UserInputError, check_output_dir, exit_with
 
 __all__ = [
     "DEFAULT_HELD_OUT_SIZE",
@@ -88,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
+        check_output_dir(args.out, "--out")
         if args.dataset == "numinamath":
             stats = prepare_numinamath(
                 args.inputs,
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             stats = prepare_amc23(args.inputs, args.out, url_contains=args.url_contains)
     except UserInputError as ex:
-        print(f"error: {ex}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(ex)
     print(stats.summary())
     print(f"wrote {args.out}")
