@@ -73,14 +73,8 @@ def load_training_data(
     valid_gen_len = valid.max_gen_len or max_gen_len
     data.valid_examples = load(valid.math_paths, "math", valid_gen_len, valid_report)
     data.valid_examples += load(valid.chat_paths, "chat", valid_gen_len, valid_report)
-    if valid_report.num_skipped:
-        log.warning(
-            "validation sets: skipped {} of {} prompts: {}",
-            valid_report.num_skipped,
-            valid_report.num_read,
-            dict(valid_report.skipped),
-        )
     data.valid_report = valid_report
+    _log_skips("validation prompts", valid_report)
     if (valid.math_paths or valid.chat_paths) and not data.valid_examples:
         raise ConfigError(f"validation: no usable prompts ({valid_report.as_dict()})")
 
@@ -95,13 +89,7 @@ def load_training_data(
             report=report,
         )
         data.report = report
-        if report.num_skipped:
-            log.warning(
-                "training pairs: skipped {} of {}: {} (metrics/data.jsonl)",
-                report.num_skipped,
-                report.num_read,
-                dict(report.skipped),
-            )
+        _log_skips("training pairs", report)
         if len(data.pairs) < dataset.batch_size:
             raise ConfigError(
                 f"dataset.pairs_path: {len(data.pairs)} usable pairs, fewer than one batch ({report.as_dict()})"
@@ -111,18 +99,23 @@ def load_training_data(
     chat = load(dataset.chat_paths, "chat", max_gen_len, report)
     data.examples = mix_tasks(math, chat, dataset.chat_fraction, seed=seed)
     data.report = report
-    if report.num_skipped:
-        log.warning(
-            "training prompts: skipped {} of {}: {} (metrics/data.jsonl)",
-            report.num_skipped,
-            report.num_read,
-            dict(report.skipped),
-        )
+    _log_skips("training prompts", report)
     if len(data.examples) < dataset.batch_size:
         raise ConfigError(
             f"dataset.math_paths/chat_paths: {len(data.examples)} usable prompts, fewer than one batch ({report.as_dict()})"
         )
     return data
+
+
+def _log_skips(what: str, report: LoadReport) -> None:
+    if report.num_skipped:
+        log.warning(
+            "{}: skipped {} of {}: {} (counted in metrics/data.jsonl)",
+            what,
+            report.num_skipped,
+            report.num_read,
+            dict(report.skipped),
+        )
 
 
 def data_metrics(data: TrainingData) -> dict[str, object]:
