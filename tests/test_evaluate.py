@@ -29,7 +29,7 @@ def test_presets_lists_each_preset_with_its_recipe() -> None:
 
 def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
     out = run_cli(["lm", "evaluate", str(tmp_path), "--preset", "nope"])
-    assert out.returncode != 0 and "no preset named 'nope'" in out.stderr
+    assert out.returncode == 2 and "error: --preset nope: no such preset. Known presets:" in out.stderr
 
 
 def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset: Path) -> None:

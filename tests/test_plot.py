@@ -43,9 +43,11 @@ def test_plot_writes_one_png_per_metric_with_every_run(two_runs: list[Path], tmp
     assert read_series(two_runs[0], "Reward") == ([1, 2, 3], [r["Reward"] for r in rows])
 
 
-def test_bad_run_dir_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no fairseq2 metric file metrics/train.jsonl"):
-        cli_main(["plot", str(tmp_path)])
+def test_bad_run_dir_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["plot", str(tmp_path), "--out", str(tmp_path / "plots")])
+    assert exit_info.value.code == 2
+    assert "no fairseq2 metric file metrics/train.jsonl" in capsys.readouterr().err
 
 
 def test_smoothing_skips_gaps() -> None:

@@ -53,6 +53,20 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def _across_runs(runs: Sequence[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float]]:
+    """Mean and standard error across runs at the steps every run has (one run: itself, 0)."""
+    common = sorted(set.intersection(*(set(steps) for steps, _ in runs)))
+    by_run = [dict(zip(steps, values)) for steps, values in runs]
+    mean, stderr = [], []
+    for step in common:
+        xs = [r[step] for r in by_run]
+        m = sum(xs) / len(xs)
+        var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+        mean.append(m)
+        stderr.append(math.sqrt(var / len(xs)))
+    return common, mean, stderr
+
+
 def plot_runs(
     run_dirs: Sequence[Path],
     out_dir: Path,
@@ -61,7 +75,9 @@ def plot_runs(
     labels: Sequence[str] | None = None,
     smooth_window: int = 1,
 ) -> list[Path]:
-    """Writes ``out_dir/<metric>.png`` for every metric some run has; returns the files."""
+    """Writes ``out_dir/<metric>.png`` for every metric some run has; returns the files.
+    Runs that share a label (one method's seeds) are drawn as their mean over the steps
+    all of them have, with a band of ± one standard error across them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,13 +87,21 @@ def plot_runs(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for metric in metrics:
-        series = [(label, *read_series(d, metric)) for label, d in zip(labels, run_dirs)]
-        series = [(label, steps, values) for label, steps, values in series if steps]
-        if not series:
+        groups: dict[str, list[tuple[list[int], list[float]]]] = {}
+        for label, d in zip(labels, run_dirs):
+            steps, values = read_series(d, metric)
+            if steps:
+                groups.setdefault(label, []).append((steps, smooth(values, smooth_window)))
+        if not groups:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label, steps, values in series:
-            ax.plot(steps, smooth(values, smooth_window), label=label)
+        for label, runs in groups.items():
+            steps, mean, stderr = _across_runs(runs)
+            (line,) = ax.plot(steps, mean, label=label if len(runs) == 1 else f"{label} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                low = [m - e for m, e in zip(mean, stderr)]
+                high = [m + e for m, e in zip(mean, stderr)]
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.set_title(metric + (f" (moving average, {smooth_window} steps)" if smooth_window > 1 else ""))
