@@ -254,6 +254,16 @@ def test_a_nan_answer_is_dropped_and_counted(tmp_path: Path) -> None:
     assert stats.dropped["nan_answer"] == 2
 
 
+def test_a_lone_surrogate_is_a_counted_bad_row(tmp_path: Path) -> None:
+    src = tmp_path / "with_surrogate.jsonl"
+    rows = [json.loads(line) for line in MATH500.read_text().splitlines() if line.strip()]
+    rows[0]["problem"] = "What is \ud800?"  # json.dumps escapes it; reading it back gives a lone surrogate
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = prepare_math500([src], tmp_path / "out")
+    assert len(_rows(tmp_path / "out" / "test.jsonl")) == len(rows) - 1
+    assert stats.dropped["bad_row"] == 1 and "not valid Unicode text" in stats.bad_rows[0]
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_math500_conversion(tmp_path: Path, fmt: str) -> None:
     src = MATH500 if fmt == "jsonl" else _to_parquet(MATH500, tmp_path)

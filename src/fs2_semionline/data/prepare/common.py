@@ -154,16 +154,25 @@ def _text(row: SourceRow, name: str, *, allow_number: bool = False) -> str:
         raise _BadRow(f"field '{name}': missing")
     value = row.data[name]
     if isinstance(value, str):
-        return value
+        return unicode_text(value, name)
     if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
         return number_text(value)
     got = "null" if value is None else type(value).__name__
     raise _BadRow(f"field '{name}': expected a string, got {got}")
 
 
+def unicode_text(value: str, name: str) -> str:
+    """``value``, or a bad row when it holds a lone surrogate (not writable as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _BadRow(f"field '{name}': not valid Unicode text (a lone surrogate at character {err.start})") from None
+    return value
+
+
 def _optional_text(row: SourceRow, name: str) -> str:
     value = row.data.get(name)
-    return value if isinstance(value, str) else ""
+    return unicode_text(value, name) if isinstance(value, str) else ""
 
 
 def number_text(value: int | float | str) -> str:

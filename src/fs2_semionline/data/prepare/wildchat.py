@@ -18,6 +18,7 @@ from fs2_semionline.data.prepare.common import (
     _dedup_key,
     _write_outputs,
     expand_inputs,
+    unicode_text,
 )
 from fs2_semionline.errors import UserInputError
 
@@ -35,7 +36,7 @@ def _first_user_turn(row: SourceRow) -> str | None:
             content = turn.get("content")
             if not isinstance(content, str):
                 raise _BadRow(f"field 'conversation': turn {i} has no string 'content'")
-            return content
+            return unicode_text(content, "conversation")
     return None
 
 
