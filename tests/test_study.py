@@ -37,7 +37,7 @@ def test_a_two_method_one_seed_study_runs_end_to_end(tmp_path: Path, monkeypatch
     out = tmp_path / "study"
     study.main(
         [str(out), "--methods", "offline_dpo,online_dpo", "--seeds", "1", "--steps", "2", "--num-samples", "1"]
-        + ["--sweep", "1,inf", "--offline-lrs", "3e-5"]
+        + ["--sweep", "1,inf", "--offline-lrs", "1e-4"]
     )
     result = json.loads((out / "results.json").read_text())
     assert list(result["methods"]) == ["Offline DPO", "Online DPO"]
@@ -45,15 +45,15 @@ def test_a_two_method_one_seed_study_runs_end_to_end(tmp_path: Path, monkeypatch
         (row,) = entry["seeds"]
         assert 0.0 <= row["accuracy"] <= 1.0 and entry["accuracy"] == row["accuracy"]
         assert math.isnan(entry["stderr_across_seeds"])  # one seed
-    # s = 1 is online DPO and s = ∞ offline DPO: the same runs, not trained twice.
+    # s = 1 is online DPO, s = ∞ offline DPO at the shared lr (the offline study's 1e-4 run): not trained twice.
     assert result["sync_sweep"]["1"]["seeds"][0]["run"] == result["methods"]["Online DPO"]["seeds"][0]["run"]
-    assert result["sync_sweep"]["inf"]["seeds"][0]["run"] == result["methods"]["Offline DPO"]["seeds"][0]["run"]
+    assert result["sync_sweep"]["inf"]["seeds"][0]["run"] == "runs/offline_dpo_lr_0_0001/seed_0"
     offline = result["offline"]
-    assert set(offline["validation_grid"]) == {"0.0001", "3e-05"}
+    assert set(offline["validation_grid"]) == {"1e-05", "0.0001"}  # the preset's lr, and the one tried
     assert all(set(row) == {"2"} for row in offline["validation_grid"].values())
     best = max(offline["validation_grid"].items(), key=lambda kv: kv[1]["2"])
     assert offline["chosen"]["lr"] == pytest.approx(float(best[0])) and offline["chosen"]["steps"] == 2
-    assert {"chosen_logp", "chosen_logp_start"} <= set(offline["logprobs"]["offline"])
+    assert {"chosen_logp", "chosen_logp_start"} <= set(offline["logprobs"]["Offline DPO (lr 0.0001)"])
     table = (out / "table.md").read_text()
     assert "| Offline DPO |" in table and "| ∞ |" in table and "Chosen on validation" in table
     for png in ("accuracy_vs_s.png", "plots/reward.png", "plots/rollout_length.png", "plots/rollout_entropy.png"):

@@ -1,7 +1,8 @@
 """``make study``: the paper's Table 1 and its Figure 1 idea at tiny scale, on CPU, with seeds.
 
 Every arm trains the shipped tiny model from a tiny preset under one budget (``--steps``
-steps of 16 prompts x 8 rollouts, lr 1e-4, β 0.1 / KL 0.001) once per seed (the training
+steps of 16 prompts x 8 rollouts, lr 1e-4, β 0.1 / KL 0.001; offline DPO's preset: lr 1e-5,
+chosen on validation for it alone, and at 1e-4 too at the s = ∞ end of the sweep) once per seed (the training
 seed and the evaluation's sampling seed both change with it), and each final checkpoint
 is evaluated on the 300 test problems with N samples (temperature 0.6, top-p 0.9). It
 writes, under OUT_DIR:
@@ -55,7 +56,9 @@ class Arm:
         return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
 
 
-OFFLINE = Arm("Offline DPO", "tiny_offline_dpo")
+OFFLINE = Arm("Offline DPO", "tiny_offline_dpo")  # its preset's lr was chosen on validation (offline_study)
+#: Offline DPO at the lr every other arm uses: the s = ∞ end of the sweep (one budget for every s).
+OFFLINE_SHARED_LR = Arm("Offline DPO (lr 0.0001)", "tiny_offline_dpo", ("optimizer.config.lr=0.0001",))
 ONLINE = Arm("Online DPO", "tiny_online_dpo")
 
 
@@ -68,8 +71,8 @@ def semi_online(s: int) -> Arm:
 METHODS: list[Arm] = [OFFLINE, semi_online(10), semi_online(4), ONLINE, Arm("GRPO", "tiny_grpo")]
 #: s of the sweep (None = ∞: the seed model's rollouts) and its arm; 1, 4, 10 and ∞ are methods above.
 SWEEP: dict[int | None, Arm] = {1: ONLINE, 2: semi_online(2), 4: semi_online(4), 10: semi_online(10)}
-SWEEP.update({20: semi_online(20), None: OFFLINE})
-OFFLINE_LRS = (1e-5, 3e-5)  # beside the presets' 1e-4, for offline alone, chosen on validation
+SWEEP.update({20: semi_online(20), None: OFFLINE_SHARED_LR})
+OFFLINE_LRS = (1e-4, 3e-5)  # tried beside the offline preset's own lr, chosen on validation
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Study:
     backend: str
     sweep: Sequence[int | None] = tuple(SWEEP)
     offline_lrs: Sequence[float] = OFFLINE_LRS
+    kept: bool = False  # runs and evaluations of an earlier invocation reused
     runs: dict[str, dict[str, object]] = field(default_factory=dict)  # key: arm slug / seed
 
     # ------------------------------------------------------------------ running
@@ -151,6 +155,16 @@ class Study:
         return rows
 
 
+def preset_lr(arm: Arm) -> float:
+    """The learning rate ``arm``'s preset sets."""
+    import yaml
+
+    from fs2_semionline.presets import get_preset
+
+    config = yaml.safe_load(get_preset(arm.preset, "preference_finetune").path.read_text())
+    return float(config["optimizer"]["config"]["lr"])
+
+
 def _checkpoint_interval(steps: int, arm: Arm) -> int:
     """Every 20 steps (the offline study reads them), on the arm's sync boundaries."""
     s = next((int(o.split("=")[1]) for o in arm.overrides if o.startswith("generator.sync_every_n_steps=")), 1)
@@ -167,6 +181,7 @@ def training_summary(train_dir: Path) -> dict[str, float]:
         "rollout_length": "Rollout Length",
         "entropy": "Rollout Entropy",
         "version_lag": "Generator Version Lag",
+        "mismatch": "Rollout |Δ log-prob| (mean)",
         "chosen_logp": "Chosen Log-prob",
         "rejected_logp": "Rejected Log-prob",
     }
@@ -187,7 +202,7 @@ def summarise(rows: Sequence[dict[str, object]]) -> dict[str, float]:
     across = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else math.nan
     within = statistics.mean(float(r["accuracy_stderr"]) for r in rows)  # type: ignore[arg-type]
     out = {"accuracy": statistics.mean(accs), "stderr_across_seeds": across, "stderr_within_seed": within}
-    for key in ("train_minutes", "version_lag", "reward", "rollout_length", "entropy"):
+    for key in ("train_minutes", "version_lag", "mismatch", "reward", "rollout_length", "entropy"):
         values = [float(r[key]) for r in rows if key in r]  # type: ignore[arg-type]
         if values:
             out[key] = statistics.mean(values)
@@ -228,8 +243,8 @@ def offline_study(study: Study) -> dict[str, object]:
     (seed 0; the validation split only), the best of them trained with every seed and
     scored on test, and the log-probs of its pairs against online DPO's."""
     grid: dict[str, dict[str, float]] = {}
-    candidates = [(1e-4, OFFLINE)] + [
-        (lr, Arm(f"Offline DPO (lr {lr:g})", "tiny_offline_dpo", (f"optimizer.config.lr={lr}",)))
+    candidates = [(preset_lr(OFFLINE), OFFLINE)] + [
+        (lr, Arm(f"Offline DPO (lr {lr:g})", "tiny_offline_dpo", (f"optimizer.config.lr={lr:g}",)))
         for lr in study.offline_lrs
     ]
     best: tuple[float, float, int, Arm] | None = None
@@ -246,12 +261,12 @@ def offline_study(study: Study) -> dict[str, object]:
     # The learning rate is constant: n steps of training are the first n steps of the run.
     tuned_rows = study.arm_seeds(arm, step=step)
     seed_valid = float(study.evaluate(None, 0, split="valid")["accuracy"])
-    online0, offline0 = (training_summary(study.train(a, 0) / "train") for a in (ONLINE, OFFLINE))
+    logprobs = {a.label: training_summary(study.train(a, 0) / "train") for a in (OFFLINE_SHARED_LR, OFFLINE, ONLINE)}
     return {
         "validation_grid": grid,
         "seed_model_valid": seed_valid,
         "chosen": {"lr": lr, "steps": step, "seeds": tuned_rows, **summarise(tuned_rows)},
-        "logprobs": {"offline": offline0, "online": online0},
+        "logprobs": logprobs,
     }
 
 
@@ -277,19 +292,23 @@ def write_outputs(study: Study, result: dict[str, object], minutes: float) -> st
             "",
             "Accuracy against the sync interval s (∞: offline, the seed model's rollouts):",
             "",
-            "| s | accuracy (%) | ± s.e. across seeds | ± s.e. within seed | generator version lag (steps) |",
-            "|---|---|---|---|---|",
+            "| s | accuracy (%) | ± s.e. across seeds | ± s.e. within seed | generator version lag (steps) "
+            "| rollout/policy mismatch, mean abs. Δ log-prob per token |",
+            "|---|---|---|---|---|---|",
         ]
         for s, entry in result["sync_sweep"].items():  # type: ignore[attr-defined]
-            lag = entry.get("version_lag", math.nan)
+            lag, mismatch = entry.get("version_lag", math.nan), entry.get("mismatch", math.nan)
             lines.append(
                 f"| {'∞' if s == 'inf' else s} | {_pct(entry['accuracy'])} | {_pct(entry['stderr_across_seeds'])} "
-                f"| {_pct(entry['stderr_within_seed'])} | {lag:.2f} |"
+                f"| {_pct(entry['stderr_within_seed'])} | {lag:.2f} | {mismatch:.3f} |"
             )
         _plot_sweep(result["sync_sweep"], seed, out / "accuracy_vs_s.png")  # type: ignore[arg-type]
     if "offline" in result:
         lines += _offline_lines(result["offline"], seed)  # type: ignore[arg-type]
-    lines += ["", f"Study took {minutes:.1f} minutes."]
+    lines += [
+        "",
+        f"Study took {minutes:.1f} minutes" + (" (reusing the runs already in OUT_DIR)." if study.kept else "."),
+    ]
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
     payload = {
@@ -298,6 +317,7 @@ def write_outputs(study: Study, result: dict[str, object], minutes: float) -> st
         "num_samples": study.num_samples,
         "seeds": study.seeds,
         "minutes": minutes,
+        "runs_reused": study.kept,
         **result,
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -338,11 +358,10 @@ def _offline_lines(offline: dict[str, object], seed: dict[str, float]) -> list[s
     lp = offline["logprobs"]
     lines += ["", "Policy log-probs of the trained pairs (seed 0; first and last quarter of training):", ""]
     lines += ["| run | chosen: start → end | rejected: start → end |", "|---|---|---|"]
-    for name in ("offline", "online"):
-        r = lp[name]  # type: ignore[index]
+    for name, r in lp.items():  # type: ignore[attr-defined]
         if "chosen_logp" in r:
             lines.append(
-                f"| {name} DPO | {r['chosen_logp_start']:.2f} → {r['chosen_logp']:.2f} "
+                f"| {name} | {r['chosen_logp_start']:.2f} → {r['chosen_logp']:.2f} "
                 f"| {r['rejected_logp_start']:.2f} → {r['rejected_logp']:.2f} |"
             )
     return lines
@@ -390,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="the five methods only: the one-seed table")
     parser.add_argument("--methods", help="comma-separated slugs of the methods to run (default: all five)")
     parser.add_argument("--sweep", default="1,2,4,10,20,inf", help="the values of s against which accuracy is shown")
-    parser.add_argument("--offline-lrs", default="1e-5,3e-5", help="offline learning rates tried beside 1e-4")
+    parser.add_argument("--offline-lrs", default="1e-4,3e-5", help="offline learning rates tried beside the preset's")
+    parser.add_argument("--keep", action="store_true", help="reuse the runs and evaluations already in OUT_DIR")
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
     num_samples = args.num_samples or (16 if args.quick else 8)
@@ -401,11 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     for s in sweep:
         SWEEP.setdefault(s, semi_online(s))  # type: ignore[arg-type]
     out: Path = args.out_dir
-    if out.exists():
+    if out.exists() and not args.keep:
         shutil.rmtree(out)
     start = time.perf_counter()
     lrs = [float(v) for v in args.offline_lrs.split(",") if v]
-    study = Study(out, seeds, args.steps, num_samples, args.backend, sweep=sweep, offline_lrs=lrs)
+    study = Study(out, seeds, args.steps, num_samples, args.backend, sweep=sweep, offline_lrs=lrs, kept=args.keep)
     result = run_study(study, quick=args.quick)
     table = write_outputs(study, result, (time.perf_counter() - start) / 60)
     print()
