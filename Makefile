@@ -42,11 +42,11 @@ demo-mixed: setup
 	$(PY) -m fs2_semionline.demo demo_mixed_out --preset tiny_mixed_online_dpo
 
 # The paper's Table 1 at tiny scale with 3 seeds per method, accuracy against the sync
-# interval s in {1, 2, 4, 10, 20, inf}, and the offline study (~30 min on 2 cores).
+# interval s in {1, 2, 4, 10, 20, inf}, and the offline study (39 min on a quiet 2-core CPU).
 study: setup
 	$(PY) -m fs2_semionline.study study_out
 
-# One seed per method, N = 16: the one-seed table (~8 min on 2 cores).
+# One seed per method, N = 16: the one-seed table of the five methods.
 study-quick: setup
 	$(PY) -m fs2_semionline.study study_quick_out --quick
 
