@@ -31,7 +31,7 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +82,8 @@ class Study:
     steps: int
     num_samples: int
     backend: str
-    sweep: Sequence[int | None] = tuple(SWEEP)
+    methods: Sequence[Arm] = tuple(METHODS)
+    sweep: Mapping[int | None, Arm] = field(default_factory=lambda: dict(SWEEP))  # s → its arm
     offline_lrs: Sequence[float] = OFFLINE_LRS
     kept: bool = False  # runs and evaluations of an earlier invocation reused
     runs: dict[str, dict[str, object]] = field(default_factory=dict)  # key: arm slug / seed
@@ -222,14 +223,14 @@ def run_study(study: Study, *, quick: bool) -> dict[str, object]:
         {"seed": k, "accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"]}
         for k, r in enumerate(seed_model)
     ]
-    methods = {arm.label: study.arm_seeds(arm) for arm in METHODS}
+    methods = {arm.label: study.arm_seeds(arm) for arm in study.methods}
     result: dict[str, object] = {
         "seed_model": {"seeds": seed_rows, **summarise(seed_rows)},
         "methods": {label: {"seeds": rows, **summarise(rows)} for label, rows in methods.items()},
     }
     if quick:
         return result
-    sweep = {("inf" if s is None else str(s)): {"seeds": study.arm_seeds(SWEEP[s])} for s in study.sweep}
+    sweep = {("inf" if s is None else str(s)): {"seeds": study.arm_seeds(arm)} for s, arm in study.sweep.items()}
     for entry in sweep.values():
         entry.update(summarise(entry["seeds"]))  # type: ignore[arg-type]
     result["sync_sweep"] = sweep
@@ -321,7 +322,11 @@ def write_outputs(study: Study, result: dict[str, object], minutes: float) -> st
         **result,
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    runs = [(arm.label, out / "runs" / arm.slug / f"seed_{k}" / "train") for arm in METHODS for k in range(study.seeds)]
+    runs = [
+        (arm.label, out / "runs" / arm.slug / f"seed_{k}" / "train")
+        for arm in study.methods
+        for k in range(study.seeds)
+    ]
     plot_runs([d for _, d in runs], out / "plots", labels=[label for label, _ in runs], smooth_window=5)
     return table
 
@@ -414,18 +419,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
     num_samples = args.num_samples or (16 if args.quick else 8)
-    if args.methods:
-        wanted = set(args.methods.split(","))
-        METHODS[:] = [a for a in METHODS if a.slug in wanted]
-    sweep = [None if v == "inf" else int(v) for v in args.sweep.split(",")]
-    for s in sweep:
-        SWEEP.setdefault(s, semi_online(s))  # type: ignore[arg-type]
+    wanted = set(args.methods.split(",")) if args.methods else None
+    methods = [a for a in METHODS if wanted is None or a.slug in wanted]
+    values = [None if v == "inf" else int(v) for v in args.sweep.split(",")]
+    sweep = {s: SWEEP[s] if s in SWEEP else semi_online(s) for s in values}  # type: ignore[arg-type]
     out: Path = args.out_dir
     if out.exists() and not args.keep:
         shutil.rmtree(out)
     start = time.perf_counter()
     lrs = [float(v) for v in args.offline_lrs.split(",") if v]
-    study = Study(out, seeds, args.steps, num_samples, args.backend, sweep=sweep, offline_lrs=lrs, kept=args.keep)
+    study = Study(
+        out, seeds, args.steps, num_samples, args.backend, methods=methods, sweep=sweep, offline_lrs=lrs, kept=args.keep
+    )
     result = run_study(study, quick=args.quick)
     table = write_outputs(study, result, (time.perf_counter() - start) / 60)
     print()

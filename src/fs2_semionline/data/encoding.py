@@ -18,11 +18,16 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fs2_semionline.data.templates import SPECIAL_TOKENS
+from fs2_semionline.data.templates import EOT, SPECIAL_TOKENS, chat_prompt
 
 Encode = Callable[[str], list[int]]
 #: Stands for the user's text while a template is rendered (only the template is split at it).
 MARKER = "\x00"
+
+
+#: A user turn and the assistant's answer in our Llama-3 header format (Figure 5), the
+#: reward model's input when its tokenizer has no chat template: fill it with (prompt, response).
+CONVERSATION = chat_prompt(MARKER) + MARKER + EOT
 
 
 class TextEncoder:

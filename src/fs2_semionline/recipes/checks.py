@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,10 @@ from fs2_semionline.config import RolloutGeneratorSection
 from fs2_semionline.errors import ConfigError, check_data_files
 
 
-def validate_recipe_config(config: Any, relations: Callable[[Any], None]) -> ValidationResult:
-    """A recipe config's own ``validate()``: fairseq2 keys it leaves unchecked, then, only
-    when every section is valid on its own (fairseq2 reports those errors), ``relations``."""
+def validate_recipe_config(config: Any) -> ValidationResult:
+    """``PreferenceFinetuneConfig.validate()``: fairseq2 keys it leaves unchecked, then,
+    only when every section is valid on its own (fairseq2 reports those errors), the
+    relations between keys (:func:`check_config`)."""
     result = ValidationResult()
     optimizer = getattr(config, "optimizer", None)
     lr = getattr(getattr(optimizer, "config", None), "lr", None)
@@ -30,7 +30,7 @@ def validate_recipe_config(config: Any, relations: Callable[[Any], None]) -> Val
         except ValidationError:
             return result
     try:
-        relations(config)
+        check_config(config)
     except ConfigError as err:
         result.add_error(str(err))
     return result

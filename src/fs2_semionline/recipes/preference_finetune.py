@@ -63,7 +63,6 @@ from fs2_semionline.generation.local import PolicySampler
 from fs2_semionline.ray_cluster import RayCluster, RaySection
 from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.recipes.checks import (
-    check_config,
     check_config_files,
     generator_logprobs,
     validate_recipe_config,
@@ -118,7 +117,7 @@ class PreferenceFinetuneConfig:
         """fairseq2 calls this (and each section's own ``validate()``) before anything
         loads: here the keys of fairseq2's sections it leaves unchecked, and, once every
         section is valid, the relations between keys (``recipes/checks.py``)."""
-        return validate_recipe_config(self, check_config)
+        return validate_recipe_config(self)
 
 
 class PreferenceFinetuneRecipe(Recipe):

@@ -65,8 +65,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from fs2_semionline.data.encoding import MARKER, TextEncoder, fill, hf_special_tokens
-from fs2_semionline.data.templates import EOT, chat_prompt
+from fs2_semionline.data.encoding import CONVERSATION, MARKER, TextEncoder, fill, hf_special_tokens
+from fs2_semionline.data.templates import EOT
 from fs2_semionline.rewards.athene import ATHENE_CLS_ID, AtheneForSequenceClassification
 
 if TYPE_CHECKING:
@@ -155,6 +155,8 @@ class RewardModel:
             lambda text: list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]),
             hf_special_tokens(tokenizer),
         )
+        # The chat template rendered around markers once: where each item's texts go.
+        self._chat_skeleton = self._render_chat(MARKER, MARKER) if tokenizer.chat_template is not None else None
         # What the tokenizer's defaults add around a text (Athene's card tokenizes with them).
         self._added_ids: list[int] = (
             list(tokenizer("", add_special_tokens=True)["input_ids"]) if spec.head == "athene" else []
@@ -219,23 +221,22 @@ class RewardModel:
         """The exact text the reward model reads for one (prompt, response), and where in
         it the two texts are (they are encoded as text, the rest with its special tokens)."""
         response = response.removesuffix(EOT)
-        if self.tokenizer.chat_template is not None:
-            roles = ("user", "assistant")
-            render = self.tokenizer.apply_chat_template
-            skeleton = cast(str, render([{"role": r, "content": MARKER} for r in roles], tokenize=False))
-            real = cast(
-                str, render([{"role": r, "content": t} for r, t in zip(roles, (prompt, response))], tokenize=False)
-            )
-            full, spans = fill(skeleton, [prompt, response])
+        if self._chat_skeleton is not None:
+            real = self._render_chat(prompt, response)
+            full, spans = fill(self._chat_skeleton, [prompt, response])
             if full != real:  # a template that strips the contents (Llama-3's does)
-                full, spans = fill(skeleton, [prompt.strip(), response.strip()])
+                full, spans = fill(self._chat_skeleton, [prompt.strip(), response.strip()])
             if full != real:
                 raise ValueError("the chat template changes the message texts: their place in it is unknown")
         else:
-            full, spans = fill(chat_prompt(MARKER) + MARKER + EOT, [prompt, response])
+            full, spans = fill(CONVERSATION, [prompt, response])
         if self.cls_token is not None:
             full += self.cls_token
         return full, spans
+
+    def _render_chat(self, prompt: str, response: str) -> str:
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False))
 
     def conversation_text(self, prompt: str, response: str) -> str:
         return self.conversation(prompt, response)[0]

@@ -54,9 +54,8 @@ from fairseq2.trainer import TrainUnit
 from torch import Tensor
 from typing_extensions import override
 
-from fs2_semionline.data.encoding import MARKER, TextEncoder, fairseq2_text_encoder, fill
+from fs2_semionline.data.encoding import CONVERSATION, TextEncoder, fairseq2_text_encoder, fill
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
-from fs2_semionline.data.templates import EOT, non_verifiable_prompt
 from fs2_semionline.errors import ConfigError, register_cli_errors
 from fs2_semionline.recipes import run_cli
 
@@ -182,9 +181,8 @@ def load_pair_tokens(path: Path, encoder: TextEncoder, max_seq_len: int) -> list
     for record in iter_jsonl(Path(path)):
         report.num_read += 1
         prompt = record.require_str("prompt")
-        skeleton = non_verifiable_prompt(MARKER) + MARKER + EOT
         chosen, rejected = (
-            encoder.structured(*fill(skeleton, [prompt, record.require_str(k)])) for k in ("chosen", "rejected")
+            encoder.structured(*fill(CONVERSATION, [prompt, record.require_str(k)])) for k in ("chosen", "rejected")
         )
         if max(len(chosen), len(rejected)) > max_seq_len:
             report.skipped["too_long"] += 1
