@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, PreferenceFinetuneRecipe
@@ -59,3 +62,21 @@ def run_recipe(config: PreferenceFinetuneConfig, out_dir: Path) -> list[dict[str
 
     run(PreferenceFinetuneRecipe(), config, out_dir, no_rich=True)
     return [json.loads(l) for l in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+
+
+def local_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint file (a shard of the model or of the optimizer
+    state), by its path in the nested state; DTensors as this rank's local shard."""
+    from torch.distributed.tensor import DTensor
+
+    def walk(value: object, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+        if isinstance(value, torch.Tensor):
+            yield prefix, value._local_tensor if isinstance(value, DTensor) else value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                yield from walk(v, f"{prefix}/{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                yield from walk(v, f"{prefix}/{i}")
+
+    return dict(walk(torch.load(path, map_location="cpu", weights_only=False), ""))

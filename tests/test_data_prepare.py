@@ -131,8 +131,13 @@ def test_numinamath_cot_boxed_answers_and_heuristics(tmp_path: Path, fmt: str) -
         "KEEP-LAST": "x^{2}+1",  # the last \boxed{}, not the first
         "KEEP-GSM": "18",
         "KEEP-BRACES": "\\{-2, 2\\}",  # escaped braces inside the box
+        "KEEP-ROOTS": "1,-2",  # a final answer of two boxes keeps both (a set)
+        "KEEP-PAIRS": "(1, 2),(2, 1)",
+        "KEEP-REPEAT": "14",  # the same box twice is one answer
     }
-    assert json.loads((out / "stats.json").read_text())["dropped"] == {
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["answers_of_several_boxes"] == 2
+    assert stats["dropped"] == {
         "duplicate": 1,
         "multiple_choice": 2,  # "A: ... B: ... C:" options and \textbf{(A)} options
         "no_answer": 1,  # no \boxed{} in the solution

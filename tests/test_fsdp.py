@@ -6,6 +6,8 @@ own DDP and FSDP2 (``trainer.data_parallelism``).
   and resumes exactly from a sharded checkpoint;
 - a rank with nothing usable on a step still joins every collective (no hang), DDP
   and FSDP alike;
+- a non-finite forward pass on one micro-batch of one rank voids the step on every
+  rank: weights and optimizer state stay bitwise as they were, and the run goes on;
 - the paper presets' precision (fp32 master weights, bf16 compute under FSDP) moves
   every weight at lr 1e-6, where bf16 weights under DDP round almost every update away.
 """
@@ -23,6 +25,8 @@ import torch
 import yaml
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
+
+from helpers import local_tensors
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +50,13 @@ COMPARED = (
 )
 
 
-def torchrun(out: Path, *config: str, timeout: float = 600) -> str:
+def torchrun(
+    out: Path,
+    *config: str,
+    timeout: float = 600,
+    entry: list[str] = ["-m", "fs2_semionline.recipes.preference_finetune"],
+    env: dict[str, str] | None = None,
+) -> str:
     from fs2_semionline.generation.pg_sync import free_port
 
     cmd = [
@@ -55,8 +65,7 @@ def torchrun(out: Path, *config: str, timeout: float = 600) -> str:
         "torch.distributed.run",
         "--nproc_per_node=2",
         f"--master_port={free_port()}",
-        "-m",
-        "fs2_semionline.recipes.preference_finetune",
+        *entry,
         str(out),
         "--no-rich",
         "--config",
@@ -64,7 +73,7 @@ def torchrun(out: Path, *config: str, timeout: float = 600) -> str:
         *config,
     ]
     run = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:]
@@ -154,6 +163,43 @@ def test_a_rank_with_nothing_usable_does_not_hang(tmp_path: Path, parallelism: s
         assert r["Pairs"] + r["Skipped Prompts"] == 4  # one DPO pair per usable prompt
     assert sum(r["Pairs"] for r in got.values()) > 0  # rank 0 did train
     assert sum(r["Skipped Steps"] for r in got.values()) == sum(r["Pairs"] == 0 for r in got.values())
+
+
+def test_a_non_finite_forward_voids_the_step_on_every_rank(tmp_path: Path) -> None:
+    """FSDP2 with 2 micro-batches a step: at step 2 a forward hook turns rank 1's first
+    micro-batch into NaN (finite weights, as in a bf16 overflow; tests/nan_forward_run.py).
+    Before: NaN gradients on every parameter, and AdamW wrote them into the weights."""
+    out = tmp_path / "nan"
+    torchrun(
+        out,
+        f"dataset.math_paths=[{_train_file(tmp_path, 32)}]",
+        "optimizer.config.lr=1e-4",
+        "generator.sync_every_n_steps=1",
+        "regime.num_steps=3",
+        "regime.checkpoint_every_n_steps=1",
+        "trainer.data_parallelism=fsdp",
+        "trainer.grad_accumulation.num_batches=2",
+        entry=[str(Path(__file__).parent / "nan_forward_run.py")],
+        env={"NAN_RANK": "1", "NAN_STEP": "2", "NAN_MICRO": "0"},
+    )
+    got = rows(out)
+    assert sorted(got) == [1, 2, 3]
+    assert (got[2]["Non-finite Losses"], got[2]["Skipped Steps"]) == (1, 1)
+    assert got[2]["Loss"] != got[2]["Loss"]  # NaN: the voided step trained nothing
+    for step in (1, 3):
+        assert (got[step]["Non-finite Losses"], got[step]["Skipped Steps"]) == (0, 0)
+        assert got[step]["Pairs"] > 0 and got[step]["Loss"] == got[step]["Loss"]
+    ckpt = out / "checkpoints"
+    for kind in ("model", "optimizer"):
+        for shard in ("sdp_00.pt", "sdp_01.pt"):  # rank 0's and rank 1's
+            before, voided, after = (
+                local_tensors(ckpt / f"step_{n}" / kind / "pp_00" / "tp_00" / shard) for n in (1, 2, 3)
+            )
+            assert before.keys() == voided.keys() and len(before) > 0
+            for name in before:
+                assert torch.equal(voided[name], before[name]), (kind, shard, name)
+            # ... and the run went on: step 3 trained every weight (and its optimizer state).
+            assert sum(not torch.equal(after[name], voided[name]) for name in voided) >= len(voided) - 1, (kind, shard)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.checks import check_config
 from fs2_semionline.units.batches import sync_steps
 
-from helpers import run_recipe, tiny_config
+from helpers import local_tensors, run_recipe, tiny_config
+from nan_forward_run import poisoned_process_batch
 
 
 def test_sync_schedule() -> None:
@@ -89,6 +90,30 @@ def test_nonfinite_loss_skips_the_step_and_leaves_weights_unchanged(tmp_path: Pa
     after = _weights(tmp_path / "nan" / "checkpoints" / "step_2")
     for name, value in tiny_model.state_dict().items():
         assert torch.equal(after[name], value), name
+
+
+def test_a_non_finite_forward_leaves_weights_and_optimizer_state_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Finite weights, a NaN forward pass at step 2 (as in a bf16 overflow): its backward
+    # is NaN on every parameter, and even zero gradients would move AdamW's state.
+    from fs2_semionline.units.preference import PreferenceUnit
+
+    monkeypatch.setattr(PreferenceUnit, "process_batch", poisoned_process_batch(rank=0, step=2, micro=0))
+    config = tiny_config(tmp_path, name="dpo")
+    config.regime.num_steps = 3
+    config.regime.checkpoint_every_n_steps = 1
+    config.generator.sync_every_n_steps = 1
+    rows = run_recipe(config, tmp_path / "nan")
+    assert [(r["Non-finite Losses"], r["Skipped Steps"]) for r in rows] == [(0, 0), (1, 1), (0, 0)]
+    assert rows[2]["Pairs"] > 0 and math.isfinite(rows[2]["Loss"])  # the run goes on
+    for kind in ("model", "optimizer"):
+        before, voided, after = (
+            local_tensors(tmp_path / "nan" / "checkpoints" / f"step_{n}" / kind / "pp_00" / "tp_00" / "sdp_00.pt")
+            for n in (1, 2, 3)
+        )
+        assert len(before) > 0 and all(torch.equal(voided[k], v) for k, v in before.items()), kind
+        assert any(not torch.equal(after[k], v) for k, v in voided.items()), kind
 
 
 def test_all_degenerate_batch_is_a_counted_skip(tmp_path: Path, tiny_model) -> None:

@@ -272,6 +272,7 @@ class PreferenceFinetuneRecipe(Recipe):
             dp_gang=dp_gang,
             rollout_logprobs=generator_logprobs(gen),
         )
+        unit.void_updates_of(context.get_optimizer())
         return unit, generator, scorer, reward_model
 
     @staticmethod

@@ -90,11 +90,22 @@ def _parse_gold_cached(gold: str) -> tuple[Any, ...]:
 _ALARM_REPEAT_S = 0.05
 
 
+def _let_pending_signals_run() -> None:
+    """A Python call: the interpreter runs any handler whose signal already arrived
+    at its next check, which this call's entry is."""
+
+
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     """Raise ``_ItemTimeout`` in the main thread after ``seconds`` (and again
     every ``_ALARM_REPEAT_S`` until the block ends); restores any previously
-    armed real-time timer and SIGALRM handler afterwards."""
+    armed real-time timer and SIGALRM handler afterwards.
+
+    Whatever the budget, the timer is armed only inside the ``try`` whose
+    ``finally`` disarms it, so an alarm that fires at once (a budget of 1e-6 s)
+    can never leave it armed; and the handler is restored only after any alarm
+    already delivered has run (as a no-op), so none reaches the old handler (the
+    default one would end the process; Python would print one for SIG_DFL)."""
     armed = [True]
 
     def _on_alarm(signum: int, frame: object) -> None:
@@ -102,9 +113,11 @@ def _deadline(seconds: float) -> Iterator[None]:
             raise _ItemTimeout()
 
     old_handler = signal.signal(signal.SIGALRM, _on_alarm)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds, _ALARM_REPEAT_S)
+    old_delay, old_interval = 0.0, 0.0
     started = time.monotonic()
     try:
+        old_delay, old_interval = signal.getitimer(signal.ITIMER_REAL)
+        signal.setitimer(signal.ITIMER_REAL, seconds, _ALARM_REPEAT_S)
         yield
     finally:
         # A repeated alarm may land here; retry until the flag is down so the
@@ -115,6 +128,7 @@ def _deadline(seconds: float) -> Iterator[None]:
             except _ItemTimeout:
                 pass
         signal.setitimer(signal.ITIMER_REAL, 0)
+        _let_pending_signals_run()
         signal.signal(signal.SIGALRM, old_handler)
         if old_delay > 0:
             remaining = max(old_delay - (time.monotonic() - started), 1e-3)

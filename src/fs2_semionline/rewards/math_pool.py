@@ -49,6 +49,9 @@ def _worker_main(jobs: Connection, results: Connection, timeout_s: float) -> Non
     ``(job_id, status, reason)``. Runs on the worker's main thread."""
     # Ctrl-C goes to the whole process group; let the parent decide what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Outside an item no alarm means anything: one that strays past the judge's
+    # clean-up must not end an idle worker.
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
     try:
         _math_verify()
         _judge(_Job("1/2", "0.5"), timeout_s)  # warm up sympy/antlr lazily-built state

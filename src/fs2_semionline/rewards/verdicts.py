@@ -37,7 +37,7 @@ class Verdict:
 
     status: VerdictStatus
     reason: str
-    #: Content of the last boxed answer as found in the response (``None`` when
+    #: The final answer as found in the response, its boxes joined (``None`` when
     #: there is none, it is unbalanced or too long).
     extracted: str | None = None
 

@@ -16,7 +16,9 @@ runs the same collectives every step whatever its data: the step's item count is
 over the ranks first, each call returns n = 1 with its summed loss scaled by
 dp_size · num_micro / n_global (so fairseq2's normalisation gives the mean over all
 items), a rank with nothing to train runs a zero-weight forward, and a non-finite loss
-anywhere voids that micro-batch everywhere.
+anywhere voids the whole step everywhere: every rank still runs its backward (the
+collectives), and :meth:`PreferenceUnit.void_updates_of` drops every gradient before
+the optimizer steps, so weights and optimizer state stay bitwise as they were.
 
 Resumability: nothing here needs saving; every random draw is seeded from
 (seed, step) (``seeding.py``) and the schedule restarts on a sync boundary.
@@ -37,6 +39,8 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.trainer import TrainUnit
 from torch import Tensor
 from torch.nn import Module
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from fs2_semionline.data.jsonl import PromptExample
@@ -104,7 +108,7 @@ class _Step:
     num_prompts: int  # this rank's prompts of the step (items index into them)
     idle_ids: Sequence[int]  # a prompt for a zero-weight forward
     num_global: int = 0  # items on every rank together: the gradient's n
-    voided: bool = False  # a micro-batch had a non-finite loss (counted once as a skipped step)
+    voided: bool = False  # a micro-batch had a non-finite loss: no update (counted once as a skipped step)
 
     def micro_items(self, micro: int, num_micro: int) -> list[Item]:
         start, end = micro_range(self.num_prompts, micro, num_micro)
@@ -178,6 +182,25 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
     def schedule(self) -> RolloutSchedule | None:
         return self._schedule
 
+    def void_updates_of(self, optimizer: Optimizer) -> RemovableHandle:
+        """Make a voided step a true no-op for ``optimizer``.
+
+        A non-finite forward pass (e.g. a bf16 overflow) poisons the backward of any
+        loss built on it: 0 · NaN = NaN on every parameter. And even exactly zero
+        gradients move the weights under AdamW (momentum, weight decay) and advance
+        its step counts. So before the optimizer steps on a voided step, every
+        gradient is dropped: torch's optimizers skip a parameter without a gradient
+        entirely, leaving it and its state bitwise as they were. The flag is the
+        same on every rank (the non-finite count is summed over them)."""
+
+        def drop_gradients(opt: Optimizer, args: object, kwargs: object) -> None:
+            if self._step is not None and self._step.voided:
+                for group in opt.param_groups:
+                    for param in group["params"]:
+                        param.grad = None
+
+        return optimizer.register_step_pre_hook(drop_gradients)
+
     # --- the step ---------------------------------------------------------------
 
     @override
@@ -190,6 +213,10 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         if step.num_global == 0:
             return self._skip()  # no rank has anything: no rank runs a forward pass
         start = time.perf_counter()
+        if step.voided:  # an earlier micro-batch voided the step: only the collectives remain
+            loss, logits = self._idle_forward(step.idle_ids)
+            metrics.update("forward_seconds", time.perf_counter() - start)
+            return logits.sum() * 0.0, 1
         items = step.micro_items(batch.micro, batch.num_micro)
         if items:
             scores, logits, neg_entropy = self._scores(items, metrics)  # policy (+ reference) log-probs
@@ -198,7 +225,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         else:
             loss, logits = self._idle_forward(step.idle_ids)  # the collectives run on every rank
         result = self._normalised(loss, logits, step, batch.num_micro, metrics)
-        if items and torch.isfinite(loss):
+        if items and not step.voided:  # a voided step trains nothing: no loss is logged
             metrics.update_all(out.metrics)
             metrics.update("loss", loss.item() / out.num_items, out.num_items)
             metrics.update("num_prompts", float(out.num_items))
@@ -316,9 +343,10 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         (so every rank joins fairseq2's all-reduce of n every step, whatever its data)
         and a loss multiplied by dp_size · num_micro / n_global.
 
-        A non-finite loss on any rank voids this micro-batch on every rank: each still
-        runs its backward (the collectives), through a zero-weight loss whose gradient is
-        exactly 0 (masking inside the loss would still send NaN into the gradients)."""
+        A non-finite loss on any rank voids the step on every rank: each still runs its
+        backward (the collectives) through a zero-weight loss, and the gradients (NaN
+        when the forward itself was not finite) are dropped before the optimizer steps
+        (:meth:`void_updates_of`)."""
         nonfinite = int(all_sum(self._dp_gang, 0 if bool(torch.isfinite(loss.detach())) else 1).item())
         metrics.update("nonfinite_losses", float(nonfinite) if self._dp_gang.rank == 0 else 0.0)
         if nonfinite:

@@ -25,7 +25,7 @@ from fs2_semionline.data.prepare.common import (
     _write_outputs,
     expand_inputs,
 )
-from fs2_semionline.rewards.boxed import extract_last_boxed
+from fs2_semionline.rewards.boxed import final_boxes, join_boxes
 
 #: Validation and test sizes of the paper's NuminaMath split (§3.1).
 DEFAULT_HELD_OUT_SIZE = 1_980
@@ -65,8 +65,11 @@ def _numina_layout(table: InputTable, layout: NuminaLayout) -> Literal["1.5", "c
     return "1.5" if {"answer", "question_type"} & table.columns else "cot"
 
 
-def _numina_row(row: SourceRow, layout: Literal["1.5", "cot"], stats: PrepareStats) -> dict[str, object] | None:
-    """The output record of one row, or None (the drop reason counted in ``stats``)."""
+def _numina_row(
+    row: SourceRow, layout: Literal["1.5", "cot"], stats: PrepareStats
+) -> tuple[dict[str, object], int] | None:
+    """The output record of one row and how many boxes its answer joins (0: none), or
+    None (the drop reason counted in ``stats``)."""
     problem = _text(row, "problem")
     source = _optional_text(row, "source")
     if source in NUMINA_SYNTHETIC_SOURCES:
@@ -88,8 +91,11 @@ def _numina_row(row: SourceRow, layout: Literal["1.5", "cot"], stats: PrepareSta
         if answer in NUMINA_NO_ANSWER:
             stats.drop("no_answer")
             return None
+        boxes = final_boxes(answer) or []
     else:
-        boxed = extract_last_boxed(_text(row, "solution"))
+        # The whole final answer: a multi-part answer boxed part by part keeps every part.
+        boxes = final_boxes(_text(row, "solution")) or []
+        boxed = join_boxes(boxes) if boxes else None
         answer = boxed.strip() if boxed is not None else ""
         if _PROOF_WORDS.search(problem):
             stats.drop("proof")
@@ -110,7 +116,7 @@ def _numina_row(row: SourceRow, layout: Literal["1.5", "cot"], stats: PrepareSta
     record: dict[str, object] = {"prompt": problem, "answer": answer, "source": f"numinamath/{source}"}
     if layout == "1.5" and row.data.get("problem_type"):
         record["problem_type"] = row.data["problem_type"]
-    return record
+    return record, len(boxes)
 
 
 def prepare_numinamath(
@@ -129,7 +135,9 @@ def prepare_numinamath(
     guessing a letter, synthetic ones may have wrong answers. NuminaMath-1.5 says which
     rows are which (``question_type``, ``answer``, ``synthetic``); NuminaMath-CoT does not,
     so its proof/multiple-choice rows are found by the problem's wording and options, and
-    its reference answer is the last ``\\boxed{}`` of the solution. Rows without a usable
+    its reference answer is the solution's final answer: its last ``\\boxed{}`` with the boxes
+    that belong to it, joined (Math-Verify's rule, :mod:`~fs2_semionline.rewards.boxed`);
+    ``stats.json`` counts the answers made of several boxes. Rows without a usable
     answer are dropped; problems are deduplicated (first copy kept) before the seeded split,
     so that no problem is in two splits.
     """
@@ -141,6 +149,7 @@ def prepare_numinamath(
     )
     kept: list[dict[str, object]] = []
     seen: set[str] = set()
+    num_multi_box = 0
     for path in paths:
         table = InputTable(path)
         file_layout = _numina_layout(table, layout)
@@ -154,18 +163,21 @@ def prepare_numinamath(
         for row in table.rows(columns):
             stats.report.num_read += 1
             try:
-                record = _numina_row(row, file_layout, stats)
+                result = _numina_row(row, file_layout, stats)
             except _BadRow as ex:
                 stats.bad_row(row, str(ex))
                 continue
-            if record is None:
+            if result is None:
                 continue
+            record, num_boxes = result
             key = _dedup_key(str(record["prompt"]))
             if key in seen:
                 stats.drop("duplicate")
                 continue
             seen.add(key)
             kept.append(record)
+            num_multi_box += num_boxes > 1
+    stats.extra["answers_of_several_boxes"] = num_multi_box
     splits = _held_out_split(kept, {"valid": valid_size, "test": test_size}, seed)
     _write_outputs(Path(out), {"train": splits["train"], "valid": splits["valid"], "test": splits["test"]}, stats)
     return stats
