@@ -21,9 +21,9 @@ CLI = [sys.executable, "-m", "fs2_semionline.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(args: list[str], timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``fs2-semionline ARGS`` in a subprocess."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env or ENV)
 
 
 def tiny_config(tmp_path: Path, **loss: Any) -> PreferenceFinetuneConfig:
@@ -80,3 +80,31 @@ def local_tensors(path: Path) -> dict[str, torch.Tensor]:
                 yield from walk(v, f"{prefix}/{i}")
 
     return dict(walk(torch.load(path, map_location="cpu", weights_only=False), ""))
+
+
+_CACHE_SCRIPT = """
+import json, os, pathlib, sys
+import datasets
+home, name, src = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+before = set((home / "datasets").glob("*")) if (home / "datasets").exists() else set()
+datasets.load_dataset(str(src))
+(new,) = [p for p in (home / "datasets").glob("*") if p.is_dir() and p not in before]
+new.rename(new.with_name(name.split("/")[0] + "___" + new.name))
+"""
+
+
+def build_datasets_cache(home: Path, name: str, splits: dict[str, list[dict[str, object]]]) -> dict[str, str]:
+    """A ``datasets`` cache under ``home`` (as ``HF_HOME``) that holds dataset ``name``
+    (``owner/name``) as ``datasets.load_dataset(name)`` leaves it on a machine that
+    reached the Hub: the rows are loaded from local files, and the cache folder is named
+    as the Hub name's (``owner___name``). Returns the environment that reads it offline."""
+    src = home.parent / f"{home.name}_src" / name.split("/")[-1]
+    src.mkdir(parents=True)
+    for split, rows in splits.items():
+        (src / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {**ENV, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", _CACHE_SCRIPT, str(home), name, str(src)], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return env

@@ -8,6 +8,8 @@ exercises it. Parquet copies are written into tmp_path with pyarrow, as the Hub 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from fs2_semionline.data.prepare import (
     MissingColumnError,
     main,
     number_text,
+    prepare_aime,
     prepare_amc23,
     prepare_math500,
     prepare_numinamath,
@@ -25,6 +28,8 @@ from fs2_semionline.data.prepare import (
 )
 from fs2_semionline.errors import ConfigError, DataFileError, UserInputError
 from fs2_semionline.paths import ASSETS_DIR
+
+from helpers import build_datasets_cache
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 NM15 = FIXTURES / "numinamath_1_5.jsonl"
@@ -310,6 +315,56 @@ def test_amc23_question_column_and_string_answers(tmp_path: Path) -> None:
     prepare_amc23([src], tmp_path / "out")
     assert [(r["prompt"], r["answer"]) for r in _rows(tmp_path / "out" / "test.jsonl")] == [("Q1", "27"), ("Q2", "3/4")]
     assert [number_text(x) for x in (27.0, 0.5, 3, "-4.00", " 12 ")] == ["27", "0.5", "3", "-4", "12"]
+
+
+# --------------------------------------------------------------------------- by name, save_to_disk
+
+
+def _prepare(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "fs2_semionline.data.prepare", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_dataset_by_its_hub_name_reads_the_datasets_cache(tmp_path: Path) -> None:
+    """Nothing can be downloaded here: the test builds the cache that
+    ``datasets.load_dataset("HuggingFaceH4/MATH-500")`` leaves on a machine that reached
+    the Hub, then reads the set by that name, offline, through the same call."""
+    rows = _rows(FIXTURES / "math500.jsonl")
+    env = build_datasets_cache(tmp_path / "hf", "HuggingFaceH4/MATH-500", {"test": rows})
+    prepare_math500([FIXTURES / "math500.jsonl"], tmp_path / "from_file")
+    for name in ("HuggingFaceH4/MATH-500", "HuggingFaceH4/MATH-500:test"):
+        out = tmp_path / name.replace("/", "_").replace(":", "_")
+        run = _prepare(["math500", name, "--out", str(out)], env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert _rows(out / "test.jsonl") == _rows(tmp_path / "from_file" / "test.jsonl")
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["inputs"] == ["HuggingFaceH4/MATH-500:test"] and stats["num_kept"] == len(rows)
+    # A name the cache does not hold (and no Hub to ask): one line that names it.
+    run = _prepare(["aime", "nobody/no-such-set", "--out", str(tmp_path / "none")], env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: nobody/no-such-set: no such file or folder here, and datasets.load_dataset(")
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_save_to_disk_folder_is_read_split_by_split(tmp_path: Path) -> None:
+    import datasets
+
+    aime = [{"ID": f"2024-I-{i}", "Problem": f"Problem {i}?", "Answer": i * 7} for i in range(1, 4)]
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(aime[:2]), "test": datasets.Dataset.from_list(aime[2:])}
+    ).save_to_disk(str(tmp_path / "aime_2024"))
+    stats = prepare_aime([tmp_path / "aime_2024"], tmp_path / "out")
+    assert stats.inputs == [str(tmp_path / "aime_2024") + ":train", str(tmp_path / "aime_2024") + ":test"]
+    assert [(r["prompt"], r["answer"], r["ID"]) for r in _rows(tmp_path / "out" / "test.jsonl")] == [
+        ("Problem 1?", "7", "2024-I-1"),
+        ("Problem 2?", "14", "2024-I-2"),
+        ("Problem 3?", "21", "2024-I-3"),
+    ]
+    datasets.Dataset.from_list(_rows(NMCOT)).save_to_disk(str(tmp_path / "cot"))  # one Dataset, no splits
+    prepare_numinamath([tmp_path / "cot"], tmp_path / "cot_out", valid_size=1, test_size=1)
+    prepare_numinamath([NMCOT], tmp_path / "cot_file", valid_size=1, test_size=1)
+    for split in ("train", "valid", "test"):
+        assert _rows(tmp_path / "cot_out" / f"{split}.jsonl") == _rows(tmp_path / "cot_file" / f"{split}.jsonl")
 
 
 # --------------------------------------------------------------------------- CLI and cards

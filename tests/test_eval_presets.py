@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from fairseq2.utils.structured import StandardValueConverter
@@ -14,9 +16,19 @@ FULL_SCALE = {
     "eval_math": "math",
     "eval_math500": "math",
     "eval_amc23": "math",
+    "eval_aime24": "math",
+    "eval_aime25": "math",
     "eval_numinamath_test": "math",
     "eval_alpaca_eval": "chat",
     "eval_arena_hard": "chat",
+}
+
+#: Presets that read their set by its Hub name (``datasets.load_dataset``, cached).
+NAMED = {
+    "eval_math500": [Path("HuggingFaceH4/MATH-500")],
+    "eval_amc23": [Path("math-ai/amc23")],
+    "eval_aime24": [Path("HuggingFaceH4/aime_2024")],
+    "eval_aime25": [Path("yentinglin/aime_2025")],
 }
 
 
@@ -28,5 +40,7 @@ def test_full_scale_eval_preset(name: str) -> None:
     assert config.model.name == config.tokenizer.name == "llama3_1_8b_instruct"
     assert (config.sampling.temperature, config.sampling.top_p) == (0.6, 0.9)
     assert config.sampling.num_samples == (50 if config.dataset.task == "math" else 1)
-    # The data path is a placeholder the user sets; the one-line description says how.
-    assert config.dataset.paths == [] and "--config 'dataset.paths=[" in preset.about
+    # The data path is a placeholder the user sets, or a set's Hub name; the one-line
+    # description says how to give another.
+    assert "--config 'dataset.paths=[" in preset.about
+    assert config.dataset.paths == NAMED.get(name, [])

@@ -9,7 +9,7 @@ import pytest
 
 from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
-from helpers import run_cli
+from helpers import build_datasets_cache, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,28 @@ def test_evaluate_empty_paths_names_the_key(tmp_path: Path) -> None:
     out = run_cli(["lm", "evaluate", str(tmp_path / "out"), "--preset", "eval_math", "--no-rich"])
     assert out.returncode == 2
     assert "dataset.paths is empty" in out.stdout + out.stderr
+
+
+def test_evaluate_reads_sets_by_hub_name_and_by_folder(tmp_path: Path, subset: Path) -> None:
+    """``dataset.paths`` names a set as the Hub does (read from a datasets cache the test
+    builds: nothing can be downloaded here) and gives another as a save_to_disk folder;
+    both are written as JSONL and evaluated like files."""
+    import datasets
+
+    tiny = [json.loads(line) for line in subset.read_text().splitlines()]
+    hub_rows = [{"problem": r["prompt"], "answer": r["answer"]} for r in tiny[:8]]
+    env = build_datasets_cache(tmp_path / "hf", "HuggingFaceH4/MATH-500", {"test": hub_rows})
+    saved = tmp_path / "aime_like"
+    datasets.Dataset.from_list([{"Problem": r["prompt"], "Answer": r["answer"]} for r in tiny[8:12]]).save_to_disk(
+        str(saved)
+    )
+    out_dir = tmp_path / "eval"
+    args = ["lm", "evaluate", str(out_dir), "--preset", "eval_tiny_math", "--no-rich", "--config"]
+    args += ["sampling.num_samples=1", "sampling.max_gen_len=16", f"dataset.paths=[HuggingFaceH4/MATH-500,{saved}]"]
+    out = run_cli(args, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((out_dir / "results.json").read_text())
+    assert [(s["name"], s["num_problems"]) for s in result["sets"]] == [("MATH-500", 8), ("aime_like", 4)]
+    prepared = out_dir / "eval_sets" / "MATH-500" / "MATH-500.jsonl"
+    assert [json.loads(line)["prompt"] for line in prepared.read_text().splitlines()] == [r["prompt"] for r in tiny[:8]]
+    assert result["data"] == ["HuggingFaceH4/MATH-500", str(saved)]

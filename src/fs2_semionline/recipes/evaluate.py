@@ -11,7 +11,10 @@ judges run outside this package (see :mod:`fs2_semionline.eval.chat_eval`). With
 ``reward.model.name`` set, every answer is also scored by that reward model (in this
 process): mean reward ± s.e. over prompts, and the length-normalised reward.
 
-Every file of ``dataset.paths`` is one eval set (Math500, AMC23, NuminaMath test, ...),
+Every entry of ``dataset.paths`` is one eval set (Math500, AMC23, NuminaMath test, ...):
+a JSONL file, or for math a dataset name as the Hub spells it (``HuggingFaceH4/MATH-500``,
+``NAME:SPLIT``; loaded and cached by ``datasets.load_dataset``) or a folder (``save_to_disk``,
+or the set's own parquet/JSONL files), written as JSONL into ``OUT_DIR/eval_sets/`` first,
 sampled with the sampler seeded afresh by ``common.seed``, so its numbers equal a run on
 that file alone. ``OUT_DIR/results.json`` holds the pooled result at the top level (the
 keys a single-file run has always written) and one entry per set under ``sets``;
@@ -20,7 +23,8 @@ keys a single-file run has always written) and one entry per set under ``sets``;
 same two per set in ``OUT_DIR/sets/<file stem>/``.
 
     fs2-semionline lm evaluate OUT_DIR --preset eval_tiny_math
-    fs2-semionline lm evaluate OUT_DIR --preset eval_math500 --config 'dataset.paths=[math500.jsonl]'
+    fs2-semionline lm evaluate OUT_DIR --preset eval_math500   # HuggingFaceH4/MATH-500
+    fs2-semionline lm evaluate OUT_DIR --preset eval_aime24 --config 'dataset.paths=[aime24.jsonl]'
     python -m fs2_semionline.recipes.evaluate OUT_DIR --config model.name=tiny_math_sft
     fs2-semionline lm evaluate OUT_DIR --preset eval_math500 --config generator.backend=vllm generator.replicas=8
 
@@ -47,7 +51,9 @@ from fairseq2.task import Task
 from typing_extensions import override
 
 from fs2_semionline.data.encoding import fairseq2_text_encoder
-from fs2_semionline.errors import ConfigError, check_data_files, register_cli_errors
+from fs2_semionline.data.prepare.common import dataset_name
+from fs2_semionline.data.prepare.test_sets import prepare_eval_set
+from fs2_semionline.errors import ConfigError, UserInputError, check_data_files, register_cli_errors
 from fs2_semionline.eval.chat_eval import (
     ChatIds,
     chat_summary,
@@ -106,10 +112,10 @@ class EvalTask(Task):
         config, context = self._config, self._context
         # Check paths and every data line before the model loads: a typo or a bad line
         # must not cost a model download.
-        check_data_files("dataset.paths", config.dataset.paths)
+        files = self._eval_files()
         num_samples = self._num_samples
         tokenizer = context.get_tokenizer()
-        sets = load_eval_sets(config.dataset.paths, task=config.dataset.task, encoder=fairseq2_text_encoder(tokenizer))
+        sets = load_eval_sets(files, task=config.dataset.task, encoder=fairseq2_text_encoder(tokenizer))
         chat_ids: dict[str, ChatIds] = {}
         reward_spec = None
         if config.dataset.task == "chat":
@@ -177,6 +183,29 @@ class EvalTask(Task):
         )
         closables.insert(0, generator)
         return GeneratorSampler(generator)
+
+    def _eval_files(self) -> list[Path]:
+        """``dataset.paths`` as JSONL files: a math set given by dataset name
+        (``HuggingFaceH4/MATH-500``, loaded and cached by ``datasets``) or by folder (a
+        ``save_to_disk`` one, or the set's parquet/JSONL files) is written as one first,
+        into ``OUTPUT_DIR/eval_sets/NAME/``."""
+        dataset = self._config.dataset
+        work_dir = self._context.output_dir / "eval_sets"
+        if self._context.gangs.root.size > 1:
+            work_dir = work_dir / f"rank_{self._context.gangs.root.rank}"
+        files: list[Path] = []
+        for entry in dataset.paths:
+            path = Path(entry)
+            by_name = not path.exists() and dataset_name(str(entry)) is not None
+            if dataset.task == "math" and (path.is_dir() or by_name):
+                try:
+                    path = prepare_eval_set(entry, work_dir)
+                except UserInputError as ex:
+                    raise ConfigError(f"dataset.paths: {ex}") from None
+                log.info("dataset.paths: {} read as {}", entry, path)
+            files.append(path)
+        check_data_files("dataset.paths", files)
+        return files
 
     def _common_summary(self, sets: list[EvalSet]) -> dict[str, object]:
         s = self._config.sampling

@@ -23,8 +23,11 @@ class EvalDataSection:
     """The eval sets: one JSONL file each, reported one by one and pooled."""
 
     paths: list[Path] = field(default_factory=lambda: [TINY_MATH_DATA_DIR / "test.jsonl"])
-    """JSONL files, one eval set each: ``prompt`` and ``answer`` (math); ``prompt`` and
-    optional ``question_id``/``id`` and ``dataset`` (chat)."""
+    """One eval set each: JSONL files with ``prompt`` and ``answer`` (math); ``prompt`` and
+    optional ``question_id``/``id`` and ``dataset`` (chat). Math sets may also be a dataset
+    name as the Hub spells it (``HuggingFaceH4/MATH-500``, ``NAME:SPLIT`` for one split;
+    loaded and cached by ``datasets.load_dataset``) or a folder (``save_to_disk``, or the
+    set's parquet/JSONL files): problem/question and answer columns are found by name."""
     task: Literal["math", "chat"] = "math"
     """``math``: Figure 4 template, Math-Verify accuracy. ``chat``: Figure 5 template,
     generation only, exported for AlpacaEval 2.0 and Arena-Hard."""

@@ -1,13 +1,17 @@
-"""Prepares the paper's datasets from files the user already has (nothing is downloaded).
+"""Prepares the paper's datasets from files the user has or from the Hub by name.
 
     python -m fs2_semionline.data.prepare numinamath IN... --out DIR [--seed 0]
     python -m fs2_semionline.data.prepare wildchat IN... --out DIR [--num N] [--valid N] [--english-only]
     python -m fs2_semionline.data.prepare math500 IN... --out DIR
     python -m fs2_semionline.data.prepare amc23 IN... --out DIR [--url-contains 2023]
+    python -m fs2_semionline.data.prepare aime IN... --out DIR
 
 (also ``fs2-semionline data ...``). Inputs are the datasets' own parquet or JSON Lines
-files (a folder stands for every such file below it); the outputs are the project's JSONL
-files plus ``stats.json``. Filtering follows the paper (arXiv 2506.21495).
+files (a folder stands for every such file below it), folders written by ``datasets``'
+``save_to_disk``, or dataset names as the Hub spells them (``AI-MO/NuminaMath-1.5``,
+``HuggingFaceH4/MATH-500:test``), loaded and cached by ``datasets.load_dataset``; the
+outputs are the project's JSONL files plus ``stats.json``. Filtering follows the paper
+(arXiv 2506.21495).
 
 Modules: :mod:`~fs2_semionline.data.prepare.common` (reading input tables, stats and
 outputs, the error policy, asset cards), :mod:`~fs2_semionline.data.prepare.numinamath`
@@ -32,7 +36,7 @@ from fs2_semionline.data.prepare.numinamath import (
     NUMINA_SYNTHETIC_SOURCES,
     prepare_numinamath,
 )
-from fs2_semionline.data.prepare.test_sets import prepare_amc23, prepare_math500
+from fs2_semionline.data.prepare.test_sets import prepare_aime, prepare_amc23, prepare_eval_set, prepare_math500
 from fs2_semionline.data.prepare.wildchat import prepare_wildchat
 from fs2_semionline.errors import UserInputError, check_output_dir, exit_with
 
@@ -43,7 +47,9 @@ __all__ = [
     "PrepareStats",
     "main",
     "number_text",
+    "prepare_aime",
     "prepare_amc23",
+    "prepare_eval_set",
     "prepare_math500",
     "prepare_numinamath",
     "prepare_wildchat",
@@ -54,13 +60,16 @@ __all__ = [
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fs2-semionline data",
-        description="Prepare the paper's datasets from local parquet/JSONL files (nothing is downloaded).",
+        description="Prepare the paper's datasets from local parquet/JSONL files, save_to_disk folders or "
+        "dataset names (owner/name[:split], loaded and cached by datasets.load_dataset).",
     )
     sub = parser.add_subparsers(dest="dataset", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="parquet/JSONL files or folders")
+        p.add_argument(
+            "inputs", nargs="+", metavar="IN", help="parquet/JSONL files, folders or dataset names (owner/name[:split])"
+        )
         p.add_argument("--out", type=Path, required=True, help="output folder")
         return p
 
@@ -81,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     add("math500", "MATH-500 -> test.jsonl")
     p = add("amc23", "AMC23 -> test.jsonl")
     p.add_argument("--url-contains", default=None, help="keep rows whose url contains this (e.g. 2023)")
+    add("aime", "AIME 2024 / 2025 -> test.jsonl")
     return parser
 
 
@@ -110,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         elif args.dataset == "math500":
             stats = prepare_math500(args.inputs, args.out)
+        elif args.dataset == "aime":
+            stats = prepare_aime(args.inputs, args.out)
         else:
             stats = prepare_amc23(args.inputs, args.out, url_contains=args.url_contains)
     except UserInputError as ex:

@@ -2,7 +2,10 @@
 
 Inputs are the datasets' own files: parquet (as shipped on the Hugging Face Hub) or JSON
 Lines (``.jsonl``/``.json``/``.ndjson``, e.g. ``datasets``' ``to_json``); a folder stands for
-every such file below it. The outputs are the project's JSONL files (math:
+every such file below it; a folder written by ``datasets``' ``save_to_disk`` and a dataset
+name as the Hub spells it (``HuggingFaceH4/MATH-500``, ``NAME:SPLIT`` for one split) are
+read with the ``datasets`` library (a name is loaded by ``datasets.load_dataset``, which
+caches it, so a machine that reaches the Hub once, or a cache copied to it, serves it). The outputs are the project's JSONL files (math:
 ``{"prompt", "answer", "source", ...}``, chat: ``{"prompt", ...}``) plus ``stats.json``.
 
 Error policy (as in :mod:`fs2_semionline.data.jsonl`): a file whose layout is wrong (a
@@ -23,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.errors import ConfigError, UserInputError
@@ -42,10 +45,30 @@ PARQUET_SUFFIXES = (".parquet",)
 FOLDER_SUFFIXES = (".parquet", ".jsonl", ".ndjson")
 
 
+#: A dataset as the Hub names it, ``owner/name``, with an optional ``:split``.
+_DATASET_NAME = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<split>[\w.-]+))?")
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """One split of a ``datasets`` dataset (a Hub name or a ``save_to_disk`` folder);
+    ``label`` names it in messages and ``stats.json`` (``HuggingFaceH4/MATH-500:test``)."""
+
+    label: str
+    dataset: Any  # datasets.Dataset
+
+    def __str__(self) -> str:
+        return self.label
+
+
+#: What one input stands for after :func:`expand_inputs`: a file or a dataset split.
+InputSource: TypeAlias = "Path | DatasetSplit"
+
+
 class MissingColumnError(UserInputError):
     """An input file lacks a column its dataset layout requires."""
 
-    def __init__(self, path: Path, column: str, columns: Iterable[str]) -> None:
+    def __init__(self, path: Path | DatasetSplit, column: str, columns: Iterable[str]) -> None:
         present = ", ".join(sorted(columns)) or "none"
         super().__init__(f"{path}: missing column '{column}' (columns present: {present})")
         self.path = path
@@ -68,15 +91,21 @@ class _BadRow(Exception):
 
 
 class InputTable:
-    """A parquet or JSON Lines file: its column names and its rows as dicts.
+    """A parquet or JSON Lines file, or a dataset split: its column names and its rows
+    as dicts.
 
     Parquet is read with pyarrow, in batches and only the columns asked for (WildChat's
     moderation columns are large); JSON Lines with the project's reader, whose columns
-    are the keys of the first record.
+    are the keys of the first record; a dataset split through ``datasets``, in batches
+    of the columns asked for.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | DatasetSplit) -> None:
         self.path = path
+        if isinstance(path, DatasetSplit):
+            self.kind = "dataset"
+            self.columns = frozenset(path.dataset.column_names)
+            return
         suffix = path.suffix.lower()
         if suffix in PARQUET_SUFFIXES:
             self.kind = "parquet"
@@ -97,6 +126,7 @@ class InputTable:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        assert isinstance(self.path, Path)
         try:
             return pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as ex:
@@ -110,6 +140,13 @@ class InputTable:
     def rows(self, columns: Sequence[str]) -> Iterator[SourceRow]:
         """Rows restricted to ``columns`` (those the file has)."""
         wanted = [c for c in columns if c in self.columns]
+        if isinstance(self.path, DatasetSplit):
+            row_nr = 0
+            for batch in self.path.dataset.select_columns(wanted).iter(batch_size=8192):
+                for i in range(len(batch[wanted[0]]) if wanted else 0):
+                    row_nr += 1
+                    yield SourceRow({c: batch[c][i] for c in wanted}, f"{self.path}:row {row_nr}")
+            return
         if self.kind == "jsonl":
             for record in iter_jsonl(self.path):
                 data = {c: record.data[c] for c in wanted if c in record.data}
@@ -122,13 +159,17 @@ class InputTable:
                 yield SourceRow(data, f"{self.path}:row {row_nr}")
 
 
-def expand_inputs(inputs: Sequence[Path | str]) -> list[Path]:
+def expand_inputs(inputs: Sequence[Path | str]) -> list[InputSource]:
     """Files in the order given; a folder stands for its parquet/JSONL files, sorted
-    (hidden ones, such as a Hub snapshot's .cache, left out)."""
-    paths: list[Path] = []
+    (hidden ones, such as a Hub snapshot's .cache, left out), or, written by
+    ``save_to_disk``, for its splits; a name that is no file or folder here
+    (``owner/name[:split]``) is loaded with ``datasets.load_dataset``."""
+    sources: list[InputSource] = []
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
+        if path.is_dir() and _saved_by_datasets(path):
+            sources.extend(_splits(str(path), _datasets().load_from_disk(str(path))))
+        elif path.is_dir():
             found = sorted(
                 p
                 for p in path.rglob("*")
@@ -137,15 +178,60 @@ def expand_inputs(inputs: Sequence[Path | str]) -> list[Path]:
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
-                raise UserInputError(f"{path}: folder holds no parquet or JSONL file")
-            paths.extend(found)
+                raise UserInputError(f"{path}: folder holds no parquet or JSONL file (nor a datasets save_to_disk)")
+            sources.extend(found)
         elif path.is_file():
-            paths.append(path)
+            sources.append(path)
+        elif (match := dataset_name(str(item))) is not None:
+            sources.extend(_load_by_name(*match))
         else:
-            raise UserInputError(f"{path}: no such file or folder")
-    if not paths:
+            raise UserInputError(f"{path}: no such file or folder (nor a dataset name such as owner/name[:split])")
+    if not sources:
         raise UserInputError("no input files given")
-    return paths
+    return sources
+
+
+def dataset_name(text: str) -> tuple[str, str | None] | None:
+    """(name, split) when ``text`` reads as a Hub dataset name (``owner/name[:split]``)
+    and not as a file name (``data/train.jsonl`` is a missing file, not a dataset)."""
+    match = _DATASET_NAME.fullmatch(text)
+    if match is None or Path(match["name"]).suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES:
+        return None
+    return match["name"], match["split"]
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as ex:  # a dependency of the package: only a broken install lacks it
+        raise UserInputError(f"reading a dataset by name needs the `datasets` library ({ex})") from None
+    return datasets
+
+
+def _saved_by_datasets(path: Path) -> bool:
+    """A ``save_to_disk`` folder: a DatasetDict's index, or a Dataset's state."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _load_by_name(name: str, split: str | None) -> list[DatasetSplit]:
+    datasets = _datasets()
+    try:
+        loaded = datasets.load_dataset(name, split=split)
+    except Exception as ex:  # noqa: BLE001 - the library's own message says why
+        reason = (str(ex).strip().splitlines() or [""])[0][:300]
+        raise UserInputError(
+            f"{name}: no such file or folder here, and datasets.load_dataset({name!r}) failed: "
+            f"{type(ex).__name__}: {reason} (a name needs the Hub, or a datasets cache that holds it; "
+            "HF_DATASETS_OFFLINE=1 reads the cache only)"
+        ) from None
+    return _splits(name, loaded, split)
+
+
+def _splits(label: str, loaded: Any, split: str | None = None) -> list[DatasetSplit]:
+    """Each split of a Dataset / DatasetDict, in the order the dataset lists them."""
+    if hasattr(loaded, "keys"):  # a DatasetDict
+        return [DatasetSplit(f"{label}:{name}", loaded[name]) for name in loaded.keys()]
+    return [DatasetSplit(f"{label}:{split}" if split else label, loaded)]
 
 
 def _text(row: SourceRow, name: str, *, allow_number: bool = False) -> str:

@@ -1,4 +1,6 @@
-"""The evaluation sets, MATH-500 and AMC23 -> test.jsonl (no deduplication, no content filter)."""
+"""The evaluation sets, MATH-500, AMC23 and AIME -> test.jsonl (no deduplication, no
+content filter); any such set by name or folder for ``lm evaluate``
+(:func:`prepare_eval_set`)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,15 @@ from fs2_semionline.data.prepare.common import (
     _optional_text,
     _text,
     _write_outputs,
+    dataset_name,
     expand_inputs,
     number_text,
 )
+
+#: Where the Hub's math test sets keep the problem and the answer (MATH-500: problem /
+#: answer; math-ai/amc23: question / answer; AIME 2024 copies: Problem / Answer).
+PROMPT_COLUMNS = ("problem", "question", "Problem", "Question", "prompt")
+ANSWER_COLUMNS = ("answer", "Answer")
 
 
 def _prepare_test_set(
@@ -25,9 +33,11 @@ def _prepare_test_set(
     *,
     prompt_columns: Sequence[str],
     extra_columns: Sequence[str],
+    answer_columns: Sequence[str] = ("answer",),
     url_contains: str | None = None,
+    split: str = "test",
 ) -> PrepareStats:
-    """Evaluation problems -> test.jsonl, unchanged apart from the field names.
+    """Evaluation problems -> ``{split}.jsonl``, unchanged apart from the field names.
 
     Nothing is deduplicated or filtered by content: the benchmark is what it is.
     """
@@ -37,14 +47,15 @@ def _prepare_test_set(
     for path in paths:
         table = InputTable(path)
         prompt_column = next((c for c in prompt_columns if c in table.columns), prompt_columns[0])
-        table.require(prompt_column, "answer")
+        answer_column = next((c for c in answer_columns if c in table.columns), answer_columns[0])
+        table.require(prompt_column, answer_column)
         if url_contains is not None:
             table.require("url")
-        for row in table.rows([prompt_column, "answer", *extra_columns]):
+        for row in table.rows([prompt_column, answer_column, *extra_columns]):
             stats.report.num_read += 1
             try:
                 problem = _text(row, prompt_column).strip()
-                answer = number_text(_text(row, "answer", allow_number=True))
+                answer = number_text(_text(row, answer_column, allow_number=True))
             except _BadRow as ex:
                 stats.bad_row(row, str(ex))
                 continue
@@ -60,7 +71,7 @@ def _prepare_test_set(
                 record: dict[str, object] = {"prompt": problem, "answer": answer, "source": name}
                 record.update({c: row.data[c] for c in extra_columns if row.data.get(c) is not None})
                 kept.append(record)
-    _write_outputs(Path(out), {"test": kept}, stats)
+    _write_outputs(Path(out), {split: kept}, stats)
     return stats
 
 
@@ -85,3 +96,44 @@ def prepare_amc23(inputs: Sequence[Path | str], out: Path | str, *, url_contains
         extra_columns=("id", "url"),
         url_contains=url_contains,
     )
+
+
+def prepare_aime(inputs: Sequence[Path | str], out: Path | str) -> PrepareStats:
+    """AIME 2024 / 2025 (``problem`` or ``Problem``/``question``, ``answer`` or ``Answer``,
+    an integer 0-999) -> test.jsonl."""
+    return _prepare_test_set(
+        "aime",
+        inputs,
+        out,
+        prompt_columns=PROMPT_COLUMNS,
+        answer_columns=ANSWER_COLUMNS,
+        extra_columns=("id", "ID", "url", "year"),
+    )
+
+
+def eval_set_name(entry: Path | str) -> str:
+    """A set's name for its results: the dataset's name without its owner (and split),
+    or the folder's name (``HuggingFaceH4/MATH-500`` -> ``MATH-500``)."""
+    named = dataset_name(str(entry))
+    if named is not None and not Path(entry).exists():
+        return named[0].split("/")[-1]
+    return Path(entry).name
+
+
+def prepare_eval_set(entry: Path | str, work_dir: Path) -> Path:
+    """A math eval set given by dataset name or ``save_to_disk`` folder, written as the
+    project's JSONL (``work_dir/NAME/NAME.jsonl``, with its ``stats.json``), so that it
+    is read, checked and reported like any eval file. Every split of the entry goes in
+    (name one with ``:SPLIT``); the columns are found as in ``fs2-semionline data``."""
+    name = eval_set_name(entry)
+    folder = work_dir / name
+    _prepare_test_set(
+        name,
+        [entry],
+        folder,
+        prompt_columns=PROMPT_COLUMNS,
+        answer_columns=ANSWER_COLUMNS,
+        extra_columns=("id", "ID", "unique_id", "url", "subject", "level", "year"),
+        split=name,
+    )
+    return folder / f"{name}.jsonl"
