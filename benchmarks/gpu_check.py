@@ -12,11 +12,20 @@ independent: a failure is recorded with its error and the next one runs.
    GPU) and into a colocated engine (CUDA tensors in-process).
 3. ``rollout_tok_s``: output tokens/s of our replica (Ray call + engine + conversion) vs
    a bare ``vllm.LLM.generate`` on the same model, prompts and seeds.
-4. ``reward_model``: the tiny reward model in a Ray actor on the GPU scores like the CPU.
+4. ``sleep_wake``: a colocated engine in sleep mode: device memory it frees asleep, the
+   wake of its weights for a sync and of its KV cache to generate, greedy tokens the same.
+5. ``cuda_graphs``: a replica with ``enforce_eager: false`` (CUDA graphs, compiled):
+   start-up, tokens/s, greedy tokens equal to the eager replica's.
+6. ``fsdp2_step``: the recipe under torchrun on one GPU with FSDP2 and bf16 mixed
+   precision (fp32 master weights): two steps of tiny online DPO.
+7. ``reward_model``: the tiny reward model in a Ray actor on the GPU scores like the CPU.
 
     python benchmarks/gpu_check.py [--out benchmarks/results/gpu_check.json] [--quick]
 
-``--quick`` (also on CPU, to check the script itself): smaller models and batches.
+``--quick`` (also on CPU, to check the script itself): smaller models and batches. The
+JSON is written after every check (a time limit loses nothing already measured), and
+before each check the GPU memory of the one before is waited back (a killed actor
+frees it asynchronously).
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,6 +187,9 @@ def _prompts(num: int, length: int) -> list[list[int]]:
 
 
 def _bare_vllm(model_dir: str, prompts: list[list[int]], n: int, max_tokens: int, queue: Any) -> None:
+    # vLLM's default multiprocess engine, like our replicas' (the colocated check set the
+    # in-process one in this process's environment, which a spawned child inherits).
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -215,6 +229,9 @@ def sync_and_rollouts(tmp: Path, quick: bool, results: dict[str, Any]) -> None:
                 if not proc.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"bare vLLM process ended without a result (exit code {proc.exitcode})")
         proc.join(timeout=60)
+        if proc.is_alive():  # a child that does not exit must not hold the GPU for the next check
+            proc.kill()
+            proc.join(timeout=10)
         return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
 
     record(results, "rollout_tok_s_bare", bare)
@@ -277,6 +294,108 @@ def sync_and_rollouts(tmp: Path, quick: bool, results: dict[str, Any]) -> None:
     record(results, "sync_1b_colocated", colocated)
 
 
+def sleep_wake(tmp: Path, quick: bool) -> dict[str, Any]:
+    """Sleep mode on a colocated engine: what it frees, and that it serves the same after."""
+    from fs2_semionline.generation.colocated import ColocatedVLLMGenerator
+    from fs2_semionline.generation.protocol import SamplingConfig, rollouts
+
+    model_dir, state = random_llama(tmp / "llama_sleep", True)
+    args = {**engine_args("bfloat16", 0.3), "enable_sleep_mode": True}
+    gen = ColocatedVLLMGenerator(model_dir, to_hf=lambda b: dict(b), max_model_len=1024, seed=0, engine_args=args)
+    prompts, greedy = _prompts(8, 64), SamplingConfig(0.0, 1.0, 32)
+    try:
+        before = rollouts(gen, prompts, 1, greedy, seed=0)  # generates, then sleeps
+        free_asleep = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+        start = time.perf_counter()
+        gen.sync({k: v.to(device()) for k, v in state.items()}, version=1)  # wakes the weights only
+        sync_s = time.perf_counter() - start
+        free_weights = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+        after = rollouts(gen, prompts, 1, greedy, seed=0)  # wakes the KV cache
+    finally:
+        gen.close()
+    return {
+        "greedy_same_after_sleep": sum(a[0].token_ids == b[0].token_ids for a, b in zip(before, after)),
+        "of": len(prompts),
+        "free_gb_asleep": round(free_asleep / 2**30, 2),
+        "free_gb_weights_awake": round(free_weights / 2**30, 2),
+        "sync_with_wake_s": sync_s,
+    }
+
+
+def cuda_graphs(tmp: Path, quick: bool) -> dict[str, Any]:
+    """A replica with CUDA graphs (``enforce_eager: false``) against an eager one."""
+    from fs2_semionline.generation.protocol import SamplingConfig, rollouts
+    from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
+
+    model_dir, _ = random_llama(tmp / "llama_graphs", True)
+    prompts, greedy = _prompts(32, 64), SamplingConfig(0.0, 1.0, 64)
+    out: dict[str, Any] = {}
+    tokens: dict[bool, Any] = {}
+    for eager in (False, True):
+        start = time.perf_counter()
+        gen = RayVLLMGenerator(
+            model_dir,
+            to_hf=lambda b: dict(b),
+            max_model_len=1024,
+            seed=0,
+            options=ReplicaOptions(
+                replicas=1, num_cpus=2, engine_args={**engine_args("bfloat16", 0.3), "enforce_eager": eager}
+            ),
+            sync_backend="gloo",
+        )
+        try:
+            out[f"start_s_eager_{eager}"] = time.perf_counter() - start
+            start = time.perf_counter()
+            tokens[eager] = rollouts(gen, prompts, 1, greedy, seed=0)
+            out[f"generate_s_eager_{eager}"] = time.perf_counter() - start
+        finally:
+            gen.close()
+        wait_for_gpu_memory()
+    out["greedy_equal"] = sum(a[0].token_ids == b[0].token_ids for a, b in zip(tokens[False], tokens[True]))
+    out["of"] = len(prompts)
+    return out
+
+
+def fsdp2_step(tmp: Path, quick: bool) -> dict[str, Any]:
+    """Two steps of the recipe under torchrun on one GPU: FSDP2, bf16 compute, fp32 master
+    weights (the paper presets' trainer settings), the local sampler."""
+    from fs2_semionline.generation.pg_sync import free_port
+
+    out_dir = tmp / "fsdp2"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={free_port()}",
+        "-m", "fs2_semionline.recipes.preference_finetune", str(out_dir), "--preset", "tiny_online_dpo", "--no-rich",
+        "--config", "regime.num_steps=2", "regime.checkpoint_every_n_steps=2", "trainer.data_parallelism=fsdp",
+        "trainer.mixed_precision.mode=static", "trainer.mixed_precision.dtype=bfloat16", "model.dtype=float32",
+        "common.metric_recorders.tensorboard.enabled=false",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        raise RuntimeError(f"exit {run.returncode}: {(run.stdout + run.stderr)[-1500:]}")
+    rows = [json.loads(line) for line in (out_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+    return {
+        "seconds": seconds,
+        "losses": [r.get("Loss") for r in rows],
+        "grad_norms": [r.get("Gradient Norm") for r in rows],
+    }
+
+
+def wait_for_gpu_memory(timeout_s: float = 60.0, fraction: float = 0.9) -> float:
+    """Wait until ``fraction`` of the GPU's memory is free again (a killed actor's is
+    given back asynchronously); returns the seconds waited."""
+    if not torch.cuda.is_available():
+        return 0.0
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        free, total = torch.cuda.mem_get_info()
+        if free >= fraction * total:
+            break
+        time.sleep(1.0)
+    return time.monotonic() - start
+
+
 def reward_model() -> dict[str, Any]:
     from fs2_semionline.rewards.reward_model import RewardModel, resolve_reward_model
     from fs2_semionline.rewards.reward_model_actor import RayRewardScorer
@@ -300,7 +419,12 @@ def reward_model() -> dict[str, Any]:
     }
 
 
+#: Where every check's result is written as soon as it is known (set by ``main``).
+OUT: Path | None = None
+
+
 def record(results: dict[str, Any], name: str, check: Callable[[], dict[str, Any]]) -> None:
+    waited = wait_for_gpu_memory()  # the previous check's actors may still hold memory
     start = time.perf_counter()
     try:
         results[name] = {**check(), "ok": True}
@@ -311,7 +435,11 @@ def record(results: dict[str, Any], name: str, check: Callable[[], dict[str, Any
             "traceback": traceback.format_exc()[-2000:],
         }
     results[name]["wall_s"] = round(time.perf_counter() - start, 2)
+    results[name]["waited_for_gpu_memory_s"] = round(waited, 2)
     print(name, json.dumps({k: v for k, v in results[name].items() if k != "traceback"}), flush=True)
+    if OUT is not None:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 def main() -> None:
@@ -324,6 +452,8 @@ def main() -> None:
 
     from fs2_semionline.ray_cluster import RayCluster, RaySection
 
+    global OUT
+    OUT = args.out
     fairseq2.init_fairseq2()
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
     cluster = RayCluster(RaySection(num_cpus=4, num_gpus=1 if torch.cuda.is_available() else None))
@@ -332,11 +462,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             record(results, "tiny_colocated", lambda: tiny_colocated(Path(tmp), args.quick))
             sync_and_rollouts(Path(tmp), args.quick, results)
+            if torch.cuda.is_available():  # CUDA-only features
+                record(results, "sleep_wake", lambda: sleep_wake(Path(tmp), args.quick))
+                record(results, "cuda_graphs", lambda: cuda_graphs(Path(tmp), args.quick))
+                record(results, "fsdp2_step", lambda: fsdp2_step(Path(tmp), args.quick))
             record(results, "reward_model", reward_model)
     finally:
         cluster.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
 
 

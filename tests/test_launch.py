@@ -102,6 +102,20 @@ def steps(tmp_path: Path, command: str) -> dict[str, str]:
     return found
 
 
+def test_the_ray_and_torchrun_steps_get_the_jobs_cpus_per_task(shim_env: dict[str, str], tmp_path: Path) -> None:
+    """From Slurm 22.05 a step does not inherit the job's --cpus-per-task: the script passes it."""
+    env = {**shim_env, "SLURM_CPUS_PER_TASK": "7", "FAKE_TORCHRUN_STATUS": "0"}
+    run = run_script(env, str(tmp_path / "out"), "tiny_online_dpo", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = [line.split("\t") for line in lines(tmp_path / "srun.log.cpus")]
+    assert sorted((nodes, cmd.split()[0] + " " + cmd.split()[1]) for nodes, cpus, cmd in got if cpus == "7") == [
+        ("gen1", "ray start"),
+        ("train1", "ray start"),
+        ("train1", "torchrun --nnodes=1"),
+    ]
+    assert all(cpus == "7" for _, cpus, _ in got)
+
+
 @pytest.mark.parametrize(
     ("args", "params", "message"),
     [

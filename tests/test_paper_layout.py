@@ -107,7 +107,7 @@ def _rows(out: Path) -> dict[int, dict[str, object]]:
     }
 
 
-def test_two_fsdp_ranks_and_a_vllm_replica_resume_exactly(tmp_path: Path) -> None:
+def test_two_fsdp_ranks_and_a_vllm_replica_resume_exactly_on_cpu(tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:64]) + "\n")
 

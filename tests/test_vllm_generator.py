@@ -2,7 +2,8 @@
 in Ray actors, the shipped tiny model exported with fairseq2's HF converter.
 
 Nothing is mocked. One cluster and one 2-replica generator serve the whole module
-(an engine takes ~15 s to start on 2 cores).
+(an engine takes ~15 s to start on 2 cores). ``..._on_cpu``: a bit-exact claim that holds
+on CPU only; on a GPU, with ``generator.batch_invariant=true`` (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def test_greedy_after_sync_equals_the_local_backend(generator, tiny_model, tiny_
     generator.sync(tiny_model.state_dict(), version=6)
 
 
-def test_seeded_rollouts_do_not_depend_on_the_replica_split(generator, prompts) -> None:
+def test_seeded_rollouts_do_not_depend_on_the_replica_split_on_cpu(generator, prompts) -> None:
     both = rollouts(generator, prompts, 3, SAMPLING, seed=7)
     assert len({tuple(c.token_ids) for cs in both for c in cs}) > len(prompts)  # rollouts differ
     # The same prompts, one at a time (each on replica 0): the same samples.

@@ -107,6 +107,11 @@ class RolloutGeneratorSection:
     """A replica silent for longer is restarted and its prompts re-issued."""
     max_restarts: int = 3
     """Replacements of one replica within one request before the run stops."""
+    batch_invariant: bool = False
+    """``vllm``: vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``): a prompt's
+    samples do not depend on what else is in its batch (GPU kernels are otherwise
+    shape-dependent), so rollouts do not depend on the replica split or on work-ahead,
+    and a resume regenerates them bit for bit; slower. On CPU they are so already."""
 
     def validate(self) -> ValidationResult:
         checks = FieldChecks(self)

@@ -3,6 +3,12 @@
 ``ray.address`` null: a private local cluster on loopback with no dashboard, shut down
 at the end of the run. ``auto`` or ``ray://host:port``: join an existing cluster
 (``recipes/launch/``) and leave it running.
+
+A local cluster on a GPU node hands its actors the node's GPUs from id 0 up, which the
+trainer's ranks hold: ``ray.gpu_ids`` restricts it to the generators' own GPUs (Ray is
+started seeing only those), and :func:`check_gpu_placement` refuses a layout where
+trainer and generator GPUs overlap, or where the generators need more GPUs than they get
+(Ray would wait for them forever).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fairseq2.utils.validation import ValidationResult
@@ -29,7 +37,11 @@ class RaySection:
     num_cpus: int | None = None
     """CPUs of a local cluster (default: all of the machine's)."""
     num_gpus: int | None = None
-    """GPUs of a local cluster (default: all of the machine's)."""
+    """GPUs of a local cluster (default: all of the machine's, or of ``gpu_ids``)."""
+    gpu_ids: list[int] | None = None
+    """GPUs a local cluster may give its actors, as ``nvidia-smi`` numbers them (e.g.
+    ``[4, 5, 6, 7]`` beside 4 trainer ranks on GPUs 0-3). Default: every GPU of the node,
+    which overlaps the trainer's and is refused (``generator.colocate`` shares on purpose)."""
 
     def validate(self) -> ValidationResult:
         checks = FieldChecks(self)
@@ -37,6 +49,13 @@ class RaySection:
         checks.at_least("num_gpus", 0, optional=True, note=" (null = all of the machine's)")
         if self.address is not None and not self.address.strip():
             checks.fail("address", "must be null (a local cluster), 'auto' or 'ray://host:port'")
+        if self.gpu_ids is not None:
+            if self.address is not None:
+                checks.fail("gpu_ids", "applies to a local cluster (ray.address: null); a joined cluster's nodes say")
+            elif not self.gpu_ids or any(i < 0 for i in self.gpu_ids) or len(set(self.gpu_ids)) != len(self.gpu_ids):
+                checks.fail("gpu_ids", f"must be distinct GPU ids >= 0, got {self.gpu_ids}")
+            elif self.num_gpus is not None and self.num_gpus != len(self.gpu_ids):
+                checks.fail("num_gpus", f"must be null or len(ray.gpu_ids) = {len(self.gpu_ids)}, got {self.num_gpus}")
         return checks.result
 
 
@@ -56,15 +75,17 @@ class RayCluster:
         if section.address is None:
             # A private loopback cluster: no token needed, nothing listens beyond 127.0.0.1.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(
-                address="local",
-                num_cpus=section.num_cpus,
-                num_gpus=section.num_gpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=True,
-                logging_level=logging.WARNING,
-            )
+            num_gpus = section.num_gpus if section.gpu_ids is None else len(section.gpu_ids)
+            with _visible_gpus(section.gpu_ids):
+                ray.init(
+                    address="local",
+                    num_cpus=section.num_cpus,
+                    num_gpus=num_gpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=True,
+                    logging_level=logging.WARNING,
+                )
         else:
             _check_reachable(section.address)
             try:
@@ -82,6 +103,72 @@ class RayCluster:
         self._started = False
 
     close = stop
+
+
+@contextmanager
+def _visible_gpus(gpu_ids: Sequence[int] | None) -> Iterator[None]:
+    """While Ray starts, let it see only ``gpu_ids``: the node it starts (and every worker
+    it spawns) inherits this ``CUDA_VISIBLE_DEVICES``, and Ray hands its actors ids from it.
+    This process's own CUDA context, already made, is not affected."""
+    if gpu_ids is None:
+        yield
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
+def visible_gpus(num_devices: int, env: str | None) -> list[int]:
+    """This process's GPUs as the node numbers them: ``CUDA_VISIBLE_DEVICES`` (integer ids)
+    when set, else 0 … num_devices-1."""
+    if env is None or not env.strip():
+        return list(range(num_devices))
+    ids = [part.strip() for part in env.split(",") if part.strip()]
+    if not all(part.isdigit() for part in ids):
+        raise ConfigError(f"CUDA_VISIBLE_DEVICES={env}: only integer GPU ids can be checked against ray.gpu_ids")
+    return [int(part) for part in ids]
+
+
+def check_gpu_placement(
+    *, trainer_gpus: Sequence[int], pool: Sequence[int], needed: int, pool_key: str = "ray.gpu_ids"
+) -> None:
+    """Refuse, in one line, a local layout where the generators' GPU pool (what a local Ray
+    hands out) overlaps the trainer ranks' GPUs, or holds fewer than the replicas need."""
+    overlap = sorted(set(trainer_gpus) & set(pool))
+    if overlap:
+        free = [i for i in pool if i not in set(trainer_gpus)]
+        hint = f" (e.g. --config '{pool_key}=[{','.join(map(str, free[:needed]))}]')" if len(free) >= needed else ""
+        raise ConfigError(
+            f"{pool_key}: the generators' GPUs {list(pool)} overlap GPUs {overlap} of the trainer ranks on this node "
+            f"(trainer GPUs {list(trainer_gpus)}); give the generators GPUs of their own{hint}, or set "
+            "generator.colocate=true to share one on purpose"
+        )
+    if len(pool) < needed:
+        raise ConfigError(
+            f"{pool_key}: generator.replicas × generator.tensor_parallel_size need {needed} GPUs, "
+            f"the local Ray cluster has {len(pool)} ({list(pool)}); Ray would wait for the rest forever"
+        )
+
+
+def check_local_placement(
+    section: RaySection, *, needed: int, local_world_size: int, num_devices: int, cuda_visible: str | None
+) -> None:
+    """:func:`check_gpu_placement` for a local cluster started by trainer rank 0: the
+    trainer's ranks on this node hold its first ``local_world_size`` visible GPUs (one
+    each, by local rank); Ray hands out ``ray.gpu_ids``, else the first ``ray.num_gpus``
+    of the visible GPUs, else all of them."""
+    visible = visible_gpus(num_devices, cuda_visible)
+    if section.gpu_ids is not None:
+        pool = list(section.gpu_ids)
+    else:
+        pool = visible if section.num_gpus is None else visible[: section.num_gpus]
+    check_gpu_placement(trainer_gpus=visible[:local_world_size], pool=pool, needed=needed)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -6,7 +6,10 @@ engine's ``load_weights`` in-process, on the device it already lives on (no copy
 wire, no CUDA IPC needed). The engine takes ``gpu_memory_utilization`` of the device
 (the factory's default leaves the rest to the trainer); with
 ``engine_args.enable_sleep_mode: true`` it sleeps between generations (CUDA only: vLLM
-offloads its weights to host memory and drops the KV cache) and wakes for the next sync.
+offloads its weights to host memory and drops the KV cache). It wakes in two parts: the
+weights before a sync loads into them, the KV cache just before it generates; and before
+either, PyTorch's cache is emptied: after a training step it still holds the memory the
+engine is about to map back.
 
 Same protocol and checks as the replicas: the checksum after a sync must equal the
 sender's, and rollouts are collected at the version they were requested at.
@@ -45,7 +48,7 @@ class ColocatedVLLMGenerator:
         self._engine = VLLMEngine(
             model_dir, seed=seed, max_model_len=max_model_len, engine_args=engine_args, in_process=True
         )
-        self._asleep = False
+        self._awake = {"weights", "kv_cache"}  # what of vLLM's sleep mode is mapped
         self._version = 0
 
     @property
@@ -54,7 +57,7 @@ class ColocatedVLLMGenerator:
 
     @torch.no_grad()
     def sync(self, weights: Mapping[str, torch.Tensor] | WeightBuckets, version: int) -> None:
-        self._wake()
+        self._wake("weights")
         expected = 0.0
         for bucket in as_buckets(weights):
             hf_bucket = self._to_hf(bucket)
@@ -81,17 +84,21 @@ class ColocatedVLLMGenerator:
                 f"rollouts requested at version {pending.version} collected at version {self._version}: "
                 "a sync happened while they were pending"
             )
-        self._wake()
+        self._wake("weights", "kv_cache")
         out = self._engine.generate(pending.prompts, pending.num_rollouts, pending.sampling, pending.seeds)
         if self._sleeps:
             self._engine.sleep()
-            self._asleep = True
+            self._awake.clear()
         return out
 
     def close(self) -> None:
         self.__dict__.pop("_engine", None)
 
-    def _wake(self) -> None:
-        if self._asleep:
-            self._engine.wake_up()
-            self._asleep = False
+    def _wake(self, *tags: str) -> None:
+        asleep = [t for t in tags if t not in self._awake]
+        if not asleep:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give back what the training step left cached
+        self._engine.wake_up(asleep)
+        self._awake.update(asleep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ def create_generator(
     del state, source
 
     engine_args = dict(config.engine_args)
+    if config.batch_invariant:
+        os.environ["VLLM_BATCH_INVARIANT"] = "1"  # read by vLLM at import: before the engine's
     if dtype is not None:
         engine_args.setdefault("dtype", str(dtype).removeprefix("torch."))
     max_model_len = int(getattr(seed_model, "max_seq_len"))
@@ -100,6 +103,7 @@ def create_generator(
         sync_timeout_s=config.sync_timeout_s,
         generate_timeout_s=config.generate_timeout_s,
         max_restarts=config.max_restarts,
+        batch_invariant=config.batch_invariant,
     )
     return RayVLLMGenerator(
         model_dir,

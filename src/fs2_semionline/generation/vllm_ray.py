@@ -45,6 +45,8 @@ class ReplicaOptions:
     generate_timeout_s: float = 1800.0
     max_restarts: int = 3
     """Replacements of one replica within one request before the run gives up."""
+    batch_invariant: bool = False
+    """vLLM's batch-invariant mode in every replica (``VLLM_BATCH_INVARIANT=1``)."""
 
 
 class GeneratorActor:
@@ -295,6 +297,8 @@ class RayVLLMGenerator:
         }
         if not cuda_available():
             env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        if opts.batch_invariant:
+            env["VLLM_BATCH_INVARIANT"] = "1"
         actor_options: dict[str, Any] = {"num_cpus": opts.num_cpus, "max_restarts": 0, "runtime_env": {"env_vars": env}}
         if cuda_available():
             actor_options["num_gpus"] = opts.tensor_parallel_size

@@ -11,6 +11,7 @@ and :class:`~fs2_semionline.units.preference.PreferenceUnit`.
 from __future__ import annotations
 
 import atexit
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ from fs2_semionline.export import register_hf_exporter
 from fs2_semionline.generation.factory import create_generator, serving_dtype, share_cpu_with_generator
 from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.generation.local import PolicySampler
-from fs2_semionline.ray_cluster import RayCluster, RaySection
+from fs2_semionline.ray_cluster import RayCluster, RaySection, check_local_placement
 from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.recipes.checks import (
     check_config_files,
@@ -223,6 +224,14 @@ class PreferenceFinetuneRecipe(Recipe):
                 f"{context.gangs.root.size} processes (use replicas on their own devices instead)"
             )
         vllm_owner = bool(data.examples) and dp_gang.rank == 0 and gen.backend == "vllm"
+        if vllm_owner and not gen.colocate and config.ray.address is None and torch.cuda.is_available():
+            check_local_placement(
+                config.ray,
+                needed=gen.replicas * gen.tensor_parallel_size,
+                local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                num_devices=torch.cuda.device_count(),
+                cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
         if (vllm_owner and not gen.colocate) or "chat" in tasks:  # actors live on Ray
             cluster = RayCluster(config.ray)
             cluster.start()
