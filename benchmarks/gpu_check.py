@@ -36,7 +36,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,31 +153,17 @@ def tiny_colocated(tmp: Path, quick: bool) -> dict[str, Any]:
 
 def random_llama(out: Path, quick: bool) -> tuple[Path, dict[str, torch.Tensor]]:
     """A random llama of ~1B parameters (quick: ~100M) in bf16, with the tiny tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from fs2_semionline.tiny.random_llama import random_hf_llama
 
     dims = (
-        dict(hidden_size=1024, intermediate_size=2048, num_hidden_layers=6)
+        dict(hidden_size=1024, intermediate_size=2048, num_layers=6)
         if quick
-        else dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16)
+        else dict(hidden_size=2048, intermediate_size=8192, num_layers=16)
     )
-    config = LlamaConfig(
-        vocab_size=32768,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=4,
-        pad_token_id=5,
-        torch_dtype="bfloat16",
-        **dims,
+    state = random_hf_llama(
+        out, vocab_size=32768, num_heads=16, num_kv_heads=8, max_positions=1024, dtype=torch.bfloat16, **dims
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
-    for f in (TINY_MATH_DIR / "tokenizer").iterdir():
-        shutil.copy(f, out / f.name)
-    return out, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return out, state
 
 
 def _prompts(num: int, length: int) -> list[list[int]]:

