@@ -97,7 +97,7 @@ class SyncGroup:
         self._store = torch.distributed.TCPStore(
             host, port, world_size, is_master=rank == 0, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
         )
-        store_barrier(self._store, "fs2_weight_sync/joined", world_size, timeout_s)
+        store_barrier(self._store, "fs2_barrier/joined", world_size, timeout_s)
         if backend == "nccl":  # the only device-specific lines
             self.device = torch.device("cuda", torch.cuda.current_device())
             self._stream = torch.cuda.Stream(device=self.device)

@@ -104,8 +104,8 @@ def _deadline(seconds: float) -> Iterator[None]:
     Whatever the budget, the timer is armed only inside the ``try`` whose
     ``finally`` disarms it, so an alarm that fires at once (a budget of 1e-6 s)
     can never leave it armed; and the handler is restored only after any alarm
-    already delivered has run (as a no-op), so none reaches the old handler (the
-    default one would end the process; Python would print one for SIG_DFL)."""
+    already delivered has run (as a no-op), so none reaches the old one (for SIG_DFL
+    Python would print "Signal 14 ignored due to race condition")."""
     armed = [True]
 
     def _on_alarm(signum: int, frame: object) -> None:
