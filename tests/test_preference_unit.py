@@ -188,13 +188,19 @@ def run_step(case: Case, num_micro: int = 1) -> tuple[float, dict[str, float]]:
     return total / n, {name: float(metric.compute()) for name, metric in bag.metrics.items()}
 
 
-def dpo_term(case: Case, models, i: int, c: int, r: int, beta: float) -> tuple[float, float, float]:
-    """(−log σ(z), log π(y_c), log π(y_r)) of one pair, Eq. 3."""
+def dpo_z(case: Case, models, i: int, c: int, r: int, beta: float) -> float:
+    """z of one pair, Eq. 3: the chosen response's implicit reward minus the rejected one's."""
     policy, reference = models
     pc, pr = seq_logp(policy, case, i, c), seq_logp(policy, case, i, r)
     rc, rr = seq_logp(reference, case, i, c), seq_logp(reference, case, i, r)
-    z = beta * (pc - rc) - beta * (pr - rr)
-    return math.log1p(math.exp(-z)), pc, pr
+    return beta * (pc - rc) - beta * (pr - rr)
+
+
+def dpo_term(case: Case, models, i: int, c: int, r: int, beta: float) -> tuple[float, float, float]:
+    """(−log σ(z), log π(y_c), log π(y_r)) of one pair, Eq. 3."""
+    policy = models[0]
+    z = dpo_z(case, models, i, c, r, beta)
+    return math.log1p(math.exp(-z)), seq_logp(policy, case, i, c), seq_logp(policy, case, i, r)
 
 
 def mean_entropy(case: Case, models, rows: list[tuple[int, int]]) -> float:
@@ -226,6 +232,7 @@ def test_dpo_step_loss_n_and_every_metric(tiny_tokenizer, models, pool) -> None:
 
     t0, pc0, pr0 = dpo_term(case, models, 0, 0, 1, beta)
     t1, pc1, pr1 = dpo_term(case, models, 1, 1, 0, beta)
+    z = [dpo_z(case, models, 0, 0, 1, beta), dpo_z(case, models, 1, 1, 0, beta)]
     assert loss == pytest.approx((t0 + t1) / 2, **APPROX)
     lens = {(i, j): len(response_ids(case, i, j)) for i in range(2) for j in range(2)}
     rollout_lens = [len(c.token_ids) for cs in case.completions for c in cs]
@@ -236,6 +243,8 @@ def test_dpo_step_loss_n_and_every_metric(tiny_tokenizer, models, pool) -> None:
         "rejected_logps": (pr0 + pr1) / 2,
         "chosen_len": (lens[0, 0] + lens[1, 1]) / 2,
         "rejected_len": (lens[0, 1] + lens[1, 0]) / 2,
+        "reward_accuracy": sum(v > 0 for v in z) / 2,
+        "reward_margin": sum(z) / 2,
         "num_pairs": 2,
         "num_prompts": 2,
         "entropy": mean_entropy(case, models, [(0, 0), (1, 1), (0, 1), (1, 0)]),
@@ -309,6 +318,14 @@ def test_group_dpo_step(tiny_tokenizer, models, pool) -> None:
     assert m["nll_loss"] == pytest.approx(sum(nll) / 2, **APPROX)  # trained, and shown
     assert loss == pytest.approx((per_prompt[0] + nll[0] + per_prompt[1] + nll[1]) / 2, **APPROX)
     assert m["skipped/all_correct"] == 1
+    zs = [
+        dpo_z(case, models, i, c, r, beta)
+        for i, row in enumerate(GROUPS[:2])
+        for c in (j for j, ok in enumerate(row) if ok)
+        for r in (j for j, ok in enumerate(row) if not ok)
+    ]
+    assert m["reward_margin"] == pytest.approx(sum(zs) / 7, **APPROX)  # over every pair
+    assert m["reward_accuracy"] == pytest.approx(sum(v > 0 for v in zs) / 7, **APPROX)
 
 
 def grpo_terms(case: Case, models, pattern: list[list[bool]], kl_beta: float) -> tuple[list[float], list[float]]:

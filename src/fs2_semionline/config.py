@@ -1,7 +1,7 @@
 """Config sections of ``lm preference_finetune`` (fairseq2 structures them from YAML/CLI).
 
 The fairseq2 sections (model, trainer, optimizer, ...) sit beside these in
-``recipes/preference_finetune.py``; every key and default is listed in the README.
+``recipes/preference_finetune.py``; every key and default is listed in docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ SIDE_METRICS: dict[str, Metric] = {
     "rejected_logps": Metric("Rejected Log-prob", 121),
     "chosen_len": Metric("Chosen Length", 122),
     "rejected_len": Metric("Rejected Length", 123),
+    # What TRL and torchtune users read first: how often the implicit reward β log π/π_ref
+    # ranks chosen above rejected, and by how much (both before this step's update).
+    "reward_accuracy": Metric("Reward Accuracy", 124),
+    "reward_margin": Metric("Reward Margin", 125),
     "num_pairs": Metric("Pairs", 130, "sum"),
 }
 IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
@@ -53,6 +57,13 @@ def side_metrics(scores: Scores, chosen: list[int], rejected: list[int]) -> dict
         "chosen_len": (detached_mean(scores.lens[c]), len(chosen)),
         "rejected_len": (detached_mean(scores.lens[r]), len(rejected)),
     }
+
+
+def reward_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, tuple[float, float]]:
+    """Per pair, the implicit rewards as z uses them: the share ranked right, the mean margin."""
+    margin = (chosen_rewards - rejected_rewards).detach().double()
+    n = float(margin.numel())
+    return {"reward_accuracy": (float((margin > 0).double().mean()), n), "reward_margin": (float(margin.mean()), n)}
 
 
 def fixed_pairs(pairs: Sequence[PairExample]) -> list[PreferencePair]:
@@ -121,6 +132,7 @@ class DPOObjective:
         if cfg.nll_scale != 0.0:
             metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
         metrics |= side_metrics(scores, chosen, rejected)
+        metrics |= reward_metrics(out.chosen_rewards, out.rejected_rewards)
         if self.importance_cap is not None and scores.mismatch is not None:
             # A pair (y_w, y_l) is drawn from μ × μ: its weight is ρ(y_w)·ρ(y_l), in log space.
             log_pair = scores.mismatch.seq_log_ratio[c] + scores.mismatch.seq_log_ratio[r]

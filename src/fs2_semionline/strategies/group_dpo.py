@@ -26,7 +26,7 @@ from fs2_semionline.strategies.base import (
     detached_mean,
     preference_skip_reasons,
 )
-from fs2_semionline.strategies.dpo import SIDE_METRICS, side_metrics
+from fs2_semionline.strategies.dpo import SIDE_METRICS, reward_metrics, side_metrics
 from fs2_semionline.strategies.grpo import GRPO_METRICS
 
 
@@ -98,6 +98,7 @@ class GroupDPOObjective:
         chosen = [c for cs, _ in groups for c in cs]
         rejected = [r for _, rs in groups for r in rs]
         metrics |= side_metrics(scores, chosen, rejected)
+        metrics |= reward_metrics(out.chosen_rewards, out.rejected_rewards)  # over all |Y_c|·|Y_r| pairs
         return LossOutput(out.loss.sum(), n, metrics)
 
 
