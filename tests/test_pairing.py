@@ -302,24 +302,14 @@ def test_grpo_non_number_raises():
 # Stats
 
 
-def test_stats_metrics_and_merge():
+def test_stats_count_prompts_skips_and_failed_rewards():
     _, a = select_dpo_pairs([[1, 1], [0, None, 1]], "binary", random.Random(0))
     _, b = select_dpo_pairs([[0, 0], [None]], "binary", random.Random(0))
-    assert a.as_metrics() == {
-        "prompts": 2.0,
-        "used_prompts": 1.0,
-        "skipped_prompts": 1.0,
-        "failed_rewards": 1.0,
-        "skipped/all_correct": 1.0,
-        "skipped/all_incorrect": 0.0,
-        "skipped/all_equal": 0.0,
-        "skipped/too_few_valid": 0.0,
-    }
-    m = a.merge(b)
-    assert (m.num_prompts, m.num_used, m.num_skipped, m.num_failed_rewards) == (4, 1, 3, 2)
-    assert skipped(m) == {**NONE_SKIPPED, "all_correct": 1, "all_incorrect": 1, "too_few_valid": 1}
-    assert a.num_prompts == 2  # merge does not modify its inputs
-    assert PairingStats().as_metrics()["skipped_prompts"] == 0.0
+    assert (a.num_prompts, a.num_used, a.num_skipped, a.num_failed_rewards) == (2, 1, 1, 1)
+    assert skipped(a) == {**NONE_SKIPPED, "all_correct": 1}
+    assert (b.num_prompts, b.num_used, b.num_skipped, b.num_failed_rewards) == (2, 0, 2, 1)
+    assert skipped(b) == {**NONE_SKIPPED, "all_incorrect": 1, "too_few_valid": 1}
+    assert PairingStats().num_skipped == 0
 
 
 def test_empty_batch():

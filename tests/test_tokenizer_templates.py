@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from fs2_semionline.data.encoding import fairseq2_text_encoder
@@ -119,3 +120,23 @@ def test_fixed_pairs_encode_prompts_and_responses_as_text(tiny_tokenizer, tmp_pa
     assert pair.prompt_ids.count(eot) == encoder.prompt(verifiable_prompt, "1+1?").count(eot)
     assert pair.chosen_ids.count(eot) == 1 and pair.chosen_ids[-1] == eot  # only the EOS the loader adds
     assert _ids_of(tiny_tokenizer, "<|start_header_id|>") not in pair.chosen_ids
+
+
+def test_the_reaches_into_fairseq2_internals_hold_and_fail_loudly(tiny_tokenizer) -> None:
+    """The special-token set is read through fairseq2's private attributes: on the installed
+    fairseq2 they are there, and an encoder without them is an error, not another set."""
+    from fairseq2.data.tokenizers.hg import HuggingFaceTokenEncoder
+    from fairseq2.data.tokenizers.tiktoken import TiktokenEncoder
+
+    from fs2_semionline.fairseq2_internals import Fairseq2InternalsChanged, hf_tokenizer_of, tiktoken_encoding_of
+
+    encoder = tiny_tokenizer.create_raw_encoder()
+    assert isinstance(encoder, HuggingFaceTokenEncoder)
+    hf = hf_tokenizer_of(encoder)
+    assert hf is not None and "<|eot_id|>" in hf.all_special_tokens + [
+        t.content for t in hf.added_tokens_decoder.values()
+    ]
+    assert tiktoken_encoding_of(encoder) is None and hf_tokenizer_of(object()) is None
+    for kls, read in ((HuggingFaceTokenEncoder, hf_tokenizer_of), (TiktokenEncoder, tiktoken_encoding_of)):
+        with pytest.raises(Fairseq2InternalsChanged, match="fairseq2_internals.py needs updating"):
+            read(object.__new__(kls))  # an encoder of that class without the attribute

@@ -24,7 +24,7 @@ from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.generation.protocol import Completion, SamplingConfig, rollouts
 from fs2_semionline.hf_export import export_hf_model, to_hf_state_dict
 from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
-from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
+from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
 SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=32)
 GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_gen_len=32)
@@ -96,7 +96,7 @@ def trainer_logprobs(model, prompts: list[list[int]], outs: list[list[Completion
             responses.append([*c.token_ids, eos] if c.finished else list(c.token_ids))
     batch = ResponseBatch.build(flat_prompts, responses, 5, torch.device("cpu"))
     with torch.inference_mode():
-        _, logps = response_logits_and_logps(model, batch)
+        logps = response_stats(model, batch).token_logps
     return [logps[i][batch.mask[i]].tolist() for i in range(len(responses))]
 
 

@@ -97,29 +97,6 @@ class PairingStats:
     def num_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def merge(self, other: PairingStats) -> PairingStats:
-        """Sum of two stats (e.g. over micro-batches of one step); neither is modified."""
-        return PairingStats(
-            num_prompts=self.num_prompts + other.num_prompts,
-            num_used=self.num_used + other.num_used,
-            skipped=self.skipped + other.skipped,
-            num_failed_rewards=self.num_failed_rewards + other.num_failed_rewards,
-        )
-
-    def as_metrics(self) -> dict[str, float]:
-        """Flat keys for a metric recorder; every reason is present, 0.0 when unused."""
-        metrics = {
-            "prompts": float(self.num_prompts),
-            "used_prompts": float(self.num_used),
-            "skipped_prompts": float(self.num_skipped),
-            "failed_rewards": float(self.num_failed_rewards),
-        }
-        for reason in SKIP_REASONS:
-            metrics[f"skipped/{reason}"] = float(self.skipped.get(reason, 0))
-        for reason in sorted(set(self.skipped) - set(SKIP_REASONS)):
-            metrics[f"skipped/{reason}"] = float(self.skipped[reason])
-        return metrics
-
 
 # ---------------------------------------------------------------------------
 # Validation

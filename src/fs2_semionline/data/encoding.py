@@ -101,10 +101,12 @@ def fairseq2_text_encoder(tokenizer: Any) -> TextEncoder:
 def fairseq2_special_tokens(encoder: Any) -> tuple[str, ...]:
     """Every special token's spelling, read from the library under fairseq2's raw encoder
     (transformers or tiktoken); the templates' own tokens for any other family."""
-    hf = getattr(getattr(encoder, "_model", None), "_tok", None)
+    from fs2_semionline.fairseq2_internals import hf_tokenizer_of, tiktoken_encoding_of
+
+    hf = hf_tokenizer_of(encoder)
     if hf is not None:
         return hf_special_tokens(hf)
-    tiktoken = getattr(encoder, "_encoding", None)
+    tiktoken = tiktoken_encoding_of(encoder)
     if tiktoken is not None:
         return tuple(sorted(tiktoken.special_tokens_set))
     return SPECIAL_TOKENS

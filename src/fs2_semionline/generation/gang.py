@@ -1,5 +1,6 @@
 """Data-parallel trainers share one generator: rank 0 owns it, the others ask through
-fairseq2's gang (``broadcast_objects``), so there is one set of actors per run.
+the data-parallel gang's process group (``gather_object`` / ``scatter_object_list``), so
+there is one set of actors per run.
 
 Every rank calls ``submit``/``wait``/``sync`` in the same order (they run the same
 steps), which is what collective calls need. Prompts are gathered on rank 0, which

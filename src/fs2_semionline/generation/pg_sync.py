@@ -133,7 +133,9 @@ class SyncGroup:
         NCCL kernel is aborted rather than left pending on the GPU. Gloo's work ends by
         its own timeout."""
         if self._pending and self.backend == "nccl":
-            _abort_pynccl(self._plane)
+            from fs2_semionline.generation.vllm_internals import abort_pynccl
+
+            abort_pynccl(self._plane)
         self._pending = False
 
 
@@ -143,24 +145,16 @@ def _pynccl_communicator(store: Any, rank: int, world_size: int, device: torch.d
     from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
     from vllm.distributed.utils import StatelessProcessGroup
 
+    from fs2_semionline.generation.vllm_internals import pynccl_usable
+
     group = StatelessProcessGroup(rank=rank, world_size=world_size, store=store, socket=None)
     comm = PyNcclCommunicator(group, device=device)
-    if not getattr(comm, "available", False) or getattr(comm, "disabled", True):
+    if not pynccl_usable(comm):
         raise GeneratorError(
             "vLLM's PyNccl is not available in this process (the NCCL library failed to load, or "
             "VLLM_DISABLE_PYNCCL is set): the weight sync cannot use NCCL"
         )
     return comm
-
-
-def _abort_pynccl(comm: Any) -> None:
-    """``ncclCommAbort`` on a PyNccl communicator (vLLM's wrapper binds no abort: call the
-    loaded library itself)."""
-    lib = getattr(getattr(comm, "nccl", None), "lib", None)
-    handle = getattr(comm, "comm", None)
-    if lib is None or handle is None:
-        raise GeneratorError("cannot abort the weight-sync NCCL communicator: vLLM's PyNccl layout changed")
-    lib.ncclCommAbort(handle)
 
 
 class ProcessGroupWeightSender:

@@ -5,7 +5,7 @@
                    ──sync(weights, v)─► a broadcast per bucket over a process group
                                         (pg_sync.py: gloo on CPU, NCCL on GPU)
 
-Faults (issue "vLLM on Ray" §7): a replica that dies or exceeds
+Faults: a replica that dies or exceeds
 ``generate_timeout_s`` is replaced, loaded with the weights of the current version
 (never newer), and its prompts re-issued with the same seeds, so the step goes on with
 the same rollouts. A sync that exceeds ``sync_timeout_s`` raises

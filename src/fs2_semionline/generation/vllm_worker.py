@@ -62,8 +62,8 @@ def tp_checksum(model: torch.nn.Module, tp_rank: int, tp_size: int) -> float:
     K/V rows of a fused QKV weight, replicated over ``num_kv_head_replicas`` ranks when
     TP exceeds the KV heads, count on the first rank of each replica group (vLLM gives
     rank r the KV head r // num_kv_head_replicas). The layout is read from vLLM's layer
-    classes (:mod:`fs2_semionline.generation.vllm_layers`)."""
-    from fs2_semionline.generation.vllm_layers import parallel_layers
+    classes (:mod:`fs2_semionline.generation.vllm_internals`)."""
+    from fs2_semionline.generation.vllm_internals import parallel_layers
 
     layers = parallel_layers()
     total = 0.0
@@ -78,7 +78,7 @@ def tp_checksum(model: torch.nn.Module, tp_rank: int, tp_size: int) -> float:
 
 
 def _share(module: torch.nn.Module, name: str, param: torch.Tensor, tp_rank: int, tp_size: int, layers: Any) -> float:
-    from fs2_semionline.generation.vllm_layers import layer_attribute
+    from fs2_semionline.generation.vllm_internals import layer_attribute
 
     def whole() -> float:
         return sum64(param)

@@ -35,7 +35,8 @@ def sum_by_group(values: Tensor, group_ids: Tensor, num_groups: int) -> Tensor:
     """Σ over each group's sequences (the Σ_{y^i∈G} of Eq. 1): [S] -> [num_groups].
 
     ``group_ids`` must be in [0, num_groups), e.g. the prompt index that GroupDPO uses,
-    so that the result lines up with ``group_dpo_loss(...).loss`` in ``combined_loss``.
+    so that the result lines up with ``group_dpo_loss(...).loss`` per prompt (GroupDPO +
+    α·GRPO, ``strategies/group_dpo.py``).
     """
     if values.shape != group_ids.shape:
         raise ValueError(f"shape mismatch: {tuple(values.shape)} vs {tuple(group_ids.shape)}")

@@ -1,6 +1,6 @@
 """The training step of offline, semi-online and online DPO, GroupDPO and GRPO.
 
-One step, as a straight line (../DESIGN.md), in :meth:`PreferenceUnit.process_batch`:
+One step, as a straight line, in :meth:`PreferenceUnit.process_batch`:
 
     prompts ─► generator rollouts (weights of version v) ─► rewards (Math-Verify, RM)
             ─► objective.select: pairs / pair sets / advantages (degenerate: counted skips)

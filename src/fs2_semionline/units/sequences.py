@@ -53,9 +53,3 @@ def response_stats(model: CausalLM, batch: ResponseBatch) -> ResponseStats:
     logits = model(inputs, layout)
     token_logps, neg_entropy = token_stats(logits, batch.seqs[:, 1:], batch.mask)
     return ResponseStats(logits, token_logps, neg_entropy)
-
-
-def response_logits_and_logps(model: CausalLM, batch: ResponseBatch) -> tuple[Tensor, Tensor]:
-    """Logits [B, S-1, V] and per-token log-probs [B, S-1] of the response targets."""
-    stats = response_stats(model, batch)
-    return stats.logits, stats.token_logps
