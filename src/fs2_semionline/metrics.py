@@ -1,4 +1,4 @@
-"""Training metrics: how each is reduced, and a writer that refuses unregistered names.
+"""Training and validation metrics: how each is reduced, and a writer that refuses unregistered names.
 
 Every metric is declared once, where it is computed (the unit's common ones in
 ``units/preference.py``, each objective's in its strategy), with its display name and
@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 from fairseq2.metrics import Max, Mean, MetricBag, Min, Sum
+from fairseq2.metrics.formatters import format_as_float
+from fairseq2.metrics.recorders import MetricDescriptor
 from torch import Tensor
 
 Reduce = Literal["mean", "sum", "max", "min"]
@@ -23,11 +25,20 @@ Reduce = Literal["mean", "sum", "max", "min"]
 
 @dataclass(frozen=True)
 class Metric:
+    """One metric of training or validation, declared once: its fairseq2 descriptor
+    (display name, priority, whether higher is better) and how it is reduced."""
+
     display: str
     priority: int
     reduce: Reduce = "mean"
     """``mean``: weighted mean over the publish window; ``sum``: counts (fairseq2 also
     sums them over ranks); ``max``/``min``: the window's extreme."""
+    higher_better: bool = False
+    """For checkpoint selection (``regime.score_metric``): a score, an accuracy."""
+
+    def descriptor(self, name: str) -> MetricDescriptor:
+        """fairseq2's descriptor of this metric under ``name``."""
+        return MetricDescriptor(name, self.display, self.priority, format_as_float, higher_better=self.higher_better)
 
 
 class MeanOrNaN(Mean):

@@ -20,7 +20,6 @@ from fairseq2.checkpoint import CheckpointDir
 from fairseq2.data.data_pipeline import read_sequence
 from fairseq2.datasets import DataPipelineReader, SyncMode
 from fairseq2.logging import log
-from fairseq2.metrics.formatters import format_as_float
 from fairseq2.metrics.recorders import MetricDescriptor
 from fairseq2.models.clm import CausalLM
 from fairseq2.recipe.base import Recipe, RecipeContext
@@ -127,15 +126,8 @@ class PreferenceFinetuneRecipe(Recipe):
         register_reference_model(container, "reference_model")
         register_cli_errors(container)
         register_hf_exporter(container)
-        descriptors = [
-            MetricDescriptor(name, m.display, m.priority, format_as_float) for name, m in train_metrics().items()
-        ]
-        descriptors += [
-            MetricDescriptor(name, display, priority, format_as_float, higher_better=higher)
-            for name, (display, priority, higher) in VALID_METRICS.items()
-        ]
-        for descriptor in descriptors:
-            container.collection.register_instance(MetricDescriptor, descriptor)
+        for name, metric in (train_metrics() | VALID_METRICS).items():
+            container.collection.register_instance(MetricDescriptor, metric.descriptor(name))
 
     @override
     def create_task(self, context: RecipeContext) -> Task:

@@ -25,6 +25,9 @@ from fs2_semionline.metrics import Metric
 from fs2_semionline.objectives import Mismatch, sequence_logprobs
 from fs2_semionline.pairing import PairingStats, RewardKind
 
+#: Logged by every objective that can correct for off-policy rollouts (truncated IS).
+IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
+
 
 @dataclass(frozen=True)
 class Response:

@@ -21,6 +21,7 @@ from fs2_semionline.metrics import Metric
 from fs2_semionline.objectives import dpo_loss, truncated_weights
 from fs2_semionline.pairing import PairingStats, RewardKind, select_dpo_pairs
 from fs2_semionline.strategies.base import (
+    IS_METRIC,
     Item,
     LossOutput,
     PreferencePair,
@@ -45,7 +46,11 @@ SIDE_METRICS: dict[str, Metric] = {
     "reward_margin": Metric("Reward Margin", 125),
     "num_pairs": Metric("Pairs", 130, "sum"),
 }
-IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
+
+
+def side_metric_names(config: DPOSection) -> list[str]:
+    """The side metrics a preference objective logs: the NLL term only when it is trained."""
+    return [n for n in SIDE_METRICS if n != "nll_loss" or config.nll_scale != 0.0]
 
 
 def side_metrics(scores: Scores, chosen: list[int], rejected: list[int]) -> dict[str, tuple[float, float]]:
@@ -87,7 +92,7 @@ class DPOObjective:
         return True
 
     def metric_names(self) -> tuple[str, ...]:
-        names = [n for n in SIDE_METRICS if n != "nll_loss" or self.config.nll_scale != 0.0]
+        names = side_metric_names(self.config)
         if self.importance_cap is not None:
             names.append("is_truncated")
         return tuple(names)

@@ -26,7 +26,7 @@ from fs2_semionline.strategies.base import (
     detached_mean,
     preference_skip_reasons,
 )
-from fs2_semionline.strategies.dpo import SIDE_METRICS, reward_metrics, side_metrics
+from fs2_semionline.strategies.dpo import SIDE_METRICS, reward_metrics, side_metric_names, side_metrics
 from fs2_semionline.strategies.grpo import GRPO_METRICS
 
 
@@ -41,7 +41,7 @@ class GroupDPOObjective:
         return True
 
     def metric_names(self) -> tuple[str, ...]:
-        return tuple(n for n in SIDE_METRICS if n != "nll_loss" or self.config.nll_scale != 0.0)
+        return tuple(side_metric_names(self.config))
 
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         return preference_skip_reasons(kinds)

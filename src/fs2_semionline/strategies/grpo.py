@@ -15,7 +15,15 @@ from fs2_semionline.config import GRPOSection
 from fs2_semionline.metrics import Metric
 from fs2_semionline.objectives import grpo_loss, truncated_weights
 from fs2_semionline.pairing import PairingStats, RewardKind, grpo_advantages
-from fs2_semionline.strategies.base import AdvantageGroup, Item, LossOutput, Rollouts, Scores, detached_mean
+from fs2_semionline.strategies.base import (
+    IS_METRIC,
+    AdvantageGroup,
+    Item,
+    LossOutput,
+    Rollouts,
+    Scores,
+    detached_mean,
+)
 
 GRPO_METRICS: dict[str, Metric] = {
     "grpo_loss": Metric("GRPO Loss", 93),
@@ -24,7 +32,7 @@ GRPO_METRICS: dict[str, Metric] = {
 
 
 class GRPOObjective:
-    METRICS: ClassVar[dict[str, Metric]] = {**GRPO_METRICS, "is_truncated": Metric("IS Weights Truncated", 165)}
+    METRICS: ClassVar[dict[str, Metric]] = {**GRPO_METRICS, **IS_METRIC}
 
     def __init__(self, config: GRPOSection, *, importance_cap: float | None = None) -> None:
         self.config = config

@@ -45,17 +45,17 @@ from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
-from fs2_semionline.metrics import MeanOrNaN
+from fs2_semionline.metrics import MeanOrNaN, Metric
 from fs2_semionline.rewards.routing import RewardModelClient, score_responses
 from fs2_semionline.seeding import step_seed
 
-# name → (display name, priority, higher is better); registered as metric descriptors.
-VALID_METRICS: dict[str, tuple[str, int, bool]] = {
-    "score": ("Validation Score", 80, True),
-    "accuracy": ("Accuracy (math)", 81, True),
-    "reward_len_norm": ("Length-normalised Reward (chat)", 82, True),
-    "response_len/math": ("Response Length (math)", 111, False),
-    "response_len/chat": ("Response Length (chat)", 112, False),
+#: Registered as fairseq2 metric descriptors; the higher-is-better ones select checkpoints.
+VALID_METRICS: dict[str, Metric] = {
+    "score": Metric("Validation Score", 80, higher_better=True),
+    "accuracy": Metric("Accuracy (math)", 81, higher_better=True),
+    "reward_len_norm": Metric("Length-normalised Reward (chat)", 82, higher_better=True),
+    "response_len/math": Metric("Response Length (math)", 111),
+    "response_len/chat": Metric("Response Length (chat)", 112),
 }
 _MEANS = ("accuracy", "reward/chat", "response_len/math", "response_len/chat")
 
