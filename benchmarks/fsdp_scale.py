@@ -66,10 +66,10 @@ def worker(model_name: str, parallelism: str, steps: int, bucket_mb: int) -> dic
     from fairseq2.nn.ddp import to_ddp
     from fairseq2.nn.fsdp import to_fsdp
 
-    from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.hf_export import StreamingHFConverter
-    from fs2_semionline.objectives import dpo_loss, sequence_logprobs, token_stats
-    from fs2_semionline.sharding import full_weight_buckets
+    from fs2_semionline.generation.sharding import full_weight_buckets
+    from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.losses import dpo_loss, sequence_logprobs, token_stats
+    from fs2_semionline.runs.hf_export import StreamingHFConverter
 
     torch.set_num_threads(1)
     init_fairseq2()

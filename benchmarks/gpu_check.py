@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from fs2_semionline.paths import TINY_MATH_DIR
+from fs2_semionline.core.paths import TINY_MATH_DIR
 
 
 def machine() -> dict[str, Any]:
@@ -88,13 +88,13 @@ def tiny_colocated(tmp: Path, quick: bool) -> dict[str, Any]:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
+    from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
     from fs2_semionline.data.templates import verifiable_prompt
-    from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.colocated import ColocatedVLLMGenerator
     from fs2_semionline.generation.local import LocalGenerator
     from fs2_semionline.generation.protocol import SamplingConfig, rollouts
-    from fs2_semionline.hf_export import StreamingHFConverter, export_hf_model
-    from fs2_semionline.paths import TINY_MATH_DATA_DIR
+    from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.runs.hf_export import StreamingHFConverter, export_hf_model
     from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
@@ -435,7 +435,7 @@ def main() -> None:
 
     import fairseq2
 
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
+    from fs2_semionline.glue.ray_cluster import RayCluster, RaySection
 
     global OUT
     OUT = args.out

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mismatch.json")
     args = parser.parse_args()
 
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
+    from fs2_semionline.glue.ray_cluster import RayCluster, RaySection
 
     cluster = RayCluster(RaySection())
     if args.backend == "vllm":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, PreferenceFinetuneRecipe
 
 PHASES = ("Generate Time (s)", "Reward Time (s)", "Forward + Loss Time (s)", "Sync Time (s)")
@@ -66,16 +66,16 @@ def run_bare(steps: int) -> float:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
+    from fs2_semionline.core.paths import TINY_MATH_DIR
+    from fs2_semionline.core.seeding import step_rng
     from fs2_semionline.data.encoding import fairseq2_text_encoder
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.generation.local import sample_completions
     from fs2_semionline.generation.protocol import SamplingConfig
-    from fs2_semionline.objectives import dpo_loss, sequence_logprobs
-    from fs2_semionline.pairing import select_dpo_pairs
-    from fs2_semionline.paths import TINY_MATH_DIR
+    from fs2_semionline.losses import dpo_loss, sequence_logprobs
+    from fs2_semionline.objectives.selection import select_dpo_pairs
     from fs2_semionline.rewards import MathVerifyPool
-    from fs2_semionline.seeding import step_rng
     from fs2_semionline.units.sequences import ResponseBatch, response_logits_and_logps
 
     cpu = torch.device("cpu")

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR  # noqa: E402
 from fs2_semionline.data.templates import verifiable_prompt  # noqa: E402
-from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR  # noqa: E402
 from step_breakdown import machine, tiny_config  # noqa: E402
 
 NUM_PROMPTS, NUM_ROLLOUTS, MAX_GEN_LEN = 16, 8, 48
@@ -74,8 +74,8 @@ def export_tiny(out_dir: Path) -> Path:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.hf_export import export_hf_model
+    from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.runs.hf_export import export_hf_model
 
     model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu"))
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vllm_ray.json")
     args = parser.parse_args()
 
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
+    from fs2_semionline.glue.ray_cluster import RayCluster, RaySection
 
     cluster = RayCluster(RaySection())
     cluster.start()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fs2_semionline.paths import TINY_MATH_DIR  # noqa: E402
+from fs2_semionline.core.paths import TINY_MATH_DIR  # noqa: E402
 from step_breakdown import machine  # noqa: E402
 
 BUCKET_BYTES = 32 << 20  # a handful of buckets for both models, as at scale (1 GB of 16 GB)
@@ -42,8 +42,8 @@ def tiny_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.hf_export import export_hf_model, to_hf_state_dict
+    from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.runs.hf_export import export_hf_model, to_hf_state_dict
 
     model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu"))
     tok = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
@@ -154,7 +154,7 @@ def main() -> None:
 
     import fairseq2
 
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
+    from fs2_semionline.glue.ray_cluster import RayCluster, RaySection
 
     fairseq2.init_fairseq2()
     cluster = RayCluster(RaySection(num_cpus=2))

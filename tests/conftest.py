@@ -17,7 +17,7 @@ import pytest
 def tiny_tokenizer():
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
 
-    from fs2_semionline.paths import TINY_MATH_DIR
+    from fs2_semionline.core.paths import TINY_MATH_DIR
 
     return load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
 
@@ -40,7 +40,7 @@ def ray_cluster():
     Recipes run inside find Ray up and join it instead of starting their own. 4 logical
     CPUs: a 2-replica generator plus one more actor fit beside each other.
     """
-    from fs2_semionline.ray_cluster import RayCluster, RaySection
+    from fs2_semionline.glue.ray_cluster import RayCluster, RaySection
 
     cluster = RayCluster(RaySection(num_cpus=4))
     cluster.start()

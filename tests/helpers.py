@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, PreferenceFinetuneRecipe
 
 CLI = [sys.executable, "-m", "fs2_semionline.cli"]

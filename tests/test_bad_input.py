@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.core.errors import DataFileError
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, load_prompts
 from fs2_semionline.data.templates import verifiable_prompt
-from fs2_semionline.errors import DataFileError
 
 
 def _load(path: Path, max_prompt_len: int = 1000, report: LoadReport | None = None):

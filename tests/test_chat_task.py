@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.core.paths import TINY_CHAT_DATA_DIR
 from fs2_semionline.data.chat_task import (
     ChatPrompt,
     count_sentences,
@@ -23,7 +24,6 @@ from fs2_semionline.data.chat_task import (
     sample_response,
     write_prompts,
 )
-from fs2_semionline.paths import TINY_CHAT_DATA_DIR
 
 NUMBERS_2 = ChatPrompt(
     "Tell me about Ana and the apples at home. Use numbers. Use 2 sentences.", "Ana", "apples", True, 2

@@ -30,12 +30,12 @@ GENERATOR_CHECK = textwrap.dedent("""
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
     from fs2_semionline.data.templates import verifiable_prompt
-    from fs2_semionline.extension import tiny_math_config
+    from fs2_semionline.glue.extension import tiny_math_config
     from fs2_semionline.generation.colocated import ColocatedVLLMGenerator
     from fs2_semionline.generation.local import LocalGenerator
     from fs2_semionline.generation.protocol import GeneratorError, SamplingConfig, rollouts
-    from fs2_semionline.hf_export import StreamingHFConverter, export_hf_model
-    from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
+    from fs2_semionline.runs.hf_export import StreamingHFConverter, export_hf_model
+    from fs2_semionline.core.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
 
     tok = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
     model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu")).eval()
@@ -84,7 +84,7 @@ def test_colocated_generator_takes_weights_in_process_and_checks_them() -> None:
 
 def test_online_dpo_trains_with_a_colocated_engine(tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
-    from fs2_semionline.paths import TINY_MATH_DATA_DIR
+    from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
     train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:32]) + "\n")
     out_dir = tmp_path / "run"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fs2_semionline.config_reference import recipe_configs, render
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
+from fs2_semionline.tools.config_reference import recipe_configs, render
 
 DOC = Path(__file__).parents[1] / "docs" / "configuration.md"
 
 
 def test_committed_reference_is_up_to_date() -> None:
     assert DOC.read_text() == render(recipe_configs()), (
-        "docs/configuration.md is stale: python -m fs2_semionline.config_reference > docs/configuration.md"
+        "docs/configuration.md is stale: python -m fs2_semionline.tools.config_reference > docs/configuration.md"
     )
 
 

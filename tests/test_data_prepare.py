@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fs2_semionline.core.errors import ConfigError, DataFileError, UserInputError
+from fs2_semionline.core.paths import ASSETS_DIR
 from fs2_semionline.data.prepare import (
     MissingColumnError,
     main,
@@ -26,8 +28,6 @@ from fs2_semionline.data.prepare import (
     prepare_wildchat,
     resolve_dataset_dir,
 )
-from fs2_semionline.errors import ConfigError, DataFileError, UserInputError
-from fs2_semionline.paths import ASSETS_DIR
 
 from helpers import build_datasets_cache
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.core.errors import DataFileError
 from fs2_semionline.data.encoding import TextEncoder
-from fs2_semionline.errors import DataFileError
 from fs2_semionline.eval.chat_eval import read_chat_ids
 from fs2_semionline.eval.sets import load_eval_sets
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from fairseq2.utils.structured import StandardValueConverter
 
-from fs2_semionline.presets import list_presets
-from fs2_semionline.recipes.evaluate_config import EvaluateConfig
+from fs2_semionline.config.evaluate import EvaluateConfig
+from fs2_semionline.config.presets import list_presets
 
 PRESETS = {p.name: p for p in list_presets() if p.recipe == "evaluate"}
 FULL_SCALE = {

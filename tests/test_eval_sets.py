@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.eval.sets import drop_long_prompts, load_eval_sets, set_names
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
 
 LINES = (TINY_MATH_DATA_DIR / "test.jsonl").read_text().splitlines()
 # One intra-op thread: on 2 cores shared with other jobs, 2 OpenMP threads make this

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 from helpers import build_datasets_cache, run_cli
 

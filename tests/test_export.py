@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fs2_semionline.core.errors import ConfigError
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.data.templates import verifiable_prompt
-from fs2_semionline.errors import ConfigError
-from fs2_semionline.export import export_checkpoint, find_checkpoint
 from fs2_semionline.generation.protocol import SamplingConfig, rollouts
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.runs.export import export_checkpoint, find_checkpoint
 
 from helpers import ENV, run_cli, run_recipe, tiny_config
 
@@ -47,8 +47,8 @@ def fairseq2_greedy(model_dir: Path, tokenizer, prompts: list[list[int]]) -> lis
     from fairseq2.gang import create_fake_gangs
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.local import LocalGenerator
+    from fs2_semionline.glue.extension import tiny_math_config
 
     model = get_llama_model_hub().load_custom_model(
         model_dir, tiny_math_config(), gangs=create_fake_gangs(torch.device("cpu"))

@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 from helpers import local_tensors
 
@@ -239,9 +239,9 @@ def test_every_objective_and_regime_trains_under_fsdp(tmp_path: Path, label: str
     if label == "offline_dpo":  # `fs2-semionline export` of an FSDP checkpoint: the weights its shards hold
         from safetensors.torch import load_file
 
-        from fs2_semionline.export import export_checkpoint, find_checkpoint
-        from fs2_semionline.extension import tiny_math_config
-        from fs2_semionline.hf_export import to_hf_state_dict
+        from fs2_semionline.glue.extension import tiny_math_config
+        from fs2_semionline.runs.export import export_checkpoint, find_checkpoint
+        from fs2_semionline.runs.hf_export import to_hf_state_dict
 
         hf = export_checkpoint(find_checkpoint(out), tmp_path / "hf")
         expected = to_hf_state_dict(full_weights(out / "checkpoints" / "step_2"), tiny_math_config())

@@ -28,11 +28,11 @@ def _rank_main(rank: int, port: int, queue: mp.Queue) -> None:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
     from fairseq2.models.llama import get_llama_model_hub
 
+    from fs2_semionline.core.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.generation.gang import GangGenerator
     from fs2_semionline.generation.local import LocalGenerator
     from fs2_semionline.generation.protocol import rollouts
-    from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
 
     fairseq2.init_fairseq2()
     gang = ProcessGroupGang.create_default_process_group(torch.device("cpu"))

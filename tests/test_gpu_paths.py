@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-from fs2_semionline.errors import ConfigError
+from fs2_semionline.core.errors import ConfigError
 from fs2_semionline.generation.pg_sync import SyncGroup, free_port, store_barrier
 from fs2_semionline.generation.protocol import WeightSyncTimeout
-from fs2_semionline.ray_cluster import RaySection, check_gpu_placement, check_local_placement, visible_gpus
+from fs2_semionline.glue.ray_cluster import RaySection, check_gpu_placement, check_local_placement, visible_gpus
 
 # --------------------------------------------------------------------------- the join
 
@@ -110,7 +110,7 @@ def test_gpu_ids_are_validated() -> None:
 
 _RAY_GPU_IDS = """
 import json, os, ray
-from fs2_semionline.ray_cluster import RayCluster, RaySection
+from fs2_semionline.glue.ray_cluster import RayCluster, RaySection
 cluster = RayCluster(RaySection(num_cpus=2, gpu_ids=[4, 6]))
 cluster.start()
 @ray.remote(num_gpus=1, num_cpus=0)

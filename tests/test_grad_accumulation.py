@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 from helpers import run_recipe, tiny_config
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "launch" / "slurm_ray.sbatch"

@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.data.math_task import LEVEL_WEIGHTS, generate_splits, main
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.rewards import verify_math
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fs2_semionline.cli import main as cli_main
-from fs2_semionline.plot import read_series, smooth
+from fs2_semionline.tools.plot import read_series, smooth
 
 from helpers import run_recipe, tiny_config
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fs2_semionline.errors import ConfigError
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.errors import ConfigError
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.data.batches import sync_steps
 from fs2_semionline.recipes.checks import check_config
-from fs2_semionline.units.batches import sync_steps
 
 from helpers import local_tensors, run_recipe, tiny_config
 from nan_forward_run import poisoned_process_batch
@@ -221,7 +221,7 @@ def test_offline_dpo_from_a_pairs_file(tmp_path: Path) -> None:
 
 
 def test_pairs_file_with_a_missing_field_names_line_and_field(tmp_path: Path) -> None:
-    from fs2_semionline.errors import DataFileError
+    from fs2_semionline.core.errors import DataFileError
 
     path = _pairs_file(tmp_path, n=5)
     lines = path.read_text().splitlines()
@@ -269,8 +269,8 @@ def test_data_parallel_ranks_read_disjoint_equal_shards(tmp_path: Path) -> None:
 
 
 def test_global_batch_is_split_over_ranks_and_micro_batches(tmp_path: Path) -> None:
+    from fs2_semionline.core.errors import ConfigError
     from fs2_semionline.data.jsonl import PromptExample
-    from fs2_semionline.errors import ConfigError
 
     config = tiny_config(tmp_path)
     config.dataset.batch_size = 8

@@ -21,7 +21,7 @@ from fairseq2.gang import FakeGang
 from fairseq2.metrics import MetricBag
 from fairseq2.nn import BatchLayout
 
-from fs2_semionline.config import (
+from fs2_semionline.config.training import (
     DPOSection,
     GroupDPOGRPOSection,
     GRPOSection,
@@ -29,12 +29,12 @@ from fs2_semionline.config import (
     ReferenceSyncSection,
     RolloutGeneratorSection,
 )
+from fs2_semionline.data.batches import PairBatch, PromptBatch
 from fs2_semionline.data.jsonl import PairExample, PromptExample
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
+from fs2_semionline.objectives import create_objective
 from fs2_semionline.rewards import MathVerifyPool
-from fs2_semionline.strategies import create_objective
-from fs2_semionline.units.batches import PairBatch, PromptBatch
 from fs2_semionline.units.preference import PreferenceUnit
 from fs2_semionline.units.schedule import RolloutSchedule
 

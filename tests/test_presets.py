@@ -10,7 +10,7 @@ import torch
 import yaml
 from fairseq2.utils.structured import StandardValueConverter
 
-from fs2_semionline.presets import list_presets
+from fs2_semionline.config.presets import list_presets
 from fs2_semionline.recipes.checks import check_config
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
@@ -57,8 +57,8 @@ def test_preset_is_a_valid_config(preset, tiny_tokenizer) -> None:  # tiny_token
 def test_dir_in_a_merged_preset_means_each_files_own_folder(tmp_path) -> None:
     """``${dir}`` is fairseq2's "folder of this config file"; merging a user file on top of a
     preset writes a new file elsewhere, so each file's ``${dir}`` is expanded first."""
-    from fs2_semionline.paths import PRESETS_DIR, TINY_CHAT_DATA_DIR
-    from fs2_semionline.presets import get_preset, merged_config_file
+    from fs2_semionline.config.presets import get_preset, merged_config_file
+    from fs2_semionline.core.paths import PRESETS_DIR, TINY_CHAT_DATA_DIR
 
     user = tmp_path / "mine.yaml"
     user.write_text("validation:\n  chat_paths: ['${dir}/my_valid.jsonl']\n")

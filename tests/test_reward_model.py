@@ -19,8 +19,8 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoTokenizer, LlamaForSequenceClassification, LlamaModel
 
+from fs2_semionline.core.paths import ASSETS_DIR
 from fs2_semionline.data.templates import EOT, non_verifiable_prompt
-from fs2_semionline.paths import ASSETS_DIR
 from fs2_semionline.rewards.athene import AtheneForSequenceClassification
 from fs2_semionline.rewards.reward_model import (
     RewardModel,

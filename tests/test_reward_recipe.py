@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fs2_semionline.errors import ConfigError
+from fs2_semionline.core.errors import ConfigError
 from fs2_semionline.recipes.checks import check_config
 from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
 

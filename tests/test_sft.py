@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.tiny.sft import TinySFTConfig, TinySFTRecipe, collate_lm
 
 
@@ -46,7 +46,7 @@ def test_a_record_with_an_unknown_task_names_its_line(tmp_path: Path) -> None:
     import pytest
     from fairseq2.recipe.run import run
 
-    from fs2_semionline.errors import DataFileError
+    from fs2_semionline.core.errors import DataFileError
 
     train = tmp_path / "train.jsonl"
     rows = [

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fs2_semionline.core.paths import TINY_CHAT_DATA_DIR, TINY_CHAT_DIR, TINY_MATH_DATA_DIR, TINY_MATH_DIR
 from fs2_semionline.data import chat_task
 from fs2_semionline.data.templates import EOT, non_verifiable_prompt
-from fs2_semionline.paths import TINY_CHAT_DATA_DIR, TINY_CHAT_DIR, TINY_MATH_DATA_DIR, TINY_MATH_DIR
 from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec, resolve_reward_model
 
 
@@ -29,8 +29,8 @@ def test_exported_reward_model_scores_what_training_scored(tiny_model, tiny_toke
     score transformers computes from the exported folder."""
     import copy
 
-    from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.hf_export import export_hf_model
+    from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.runs.hf_export import export_hf_model
     from fs2_semionline.tiny.train_reward_model import REWARD_TOKEN, collate_pairs, sequence_rewards
 
     model = copy.deepcopy(tiny_model)
@@ -128,7 +128,7 @@ def test_mixed_run_with_math_verify_and_the_tiny_reward_model(tmp_path: Path) ->
     for r in valid:  # the preset's length_normalization: none
         assert r["Length-normalised Reward (chat)"] == r["Reward (chat)"]
         assert r["Validation Score"] == pytest.approx((r["Accuracy (math)"] + r["Reward (chat)"]) / 2, rel=1e-9)
-    from fs2_semionline.checkpoints import best_scored_step
+    from fs2_semionline.runs.checkpoints import best_scored_step
 
     best = max(valid, key=lambda r: (r["Validation Score"], r["Step"]))["Step"]
     assert best_scored_step(out) == best

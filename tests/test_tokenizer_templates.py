@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fs2_semionline.core.paths import TINY_CHAT_DATA_DIR, TINY_MATH_DATA_DIR, TINY_MATH_DIR
 from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.templates import (
     EOT,
@@ -15,7 +16,6 @@ from fs2_semionline.data.templates import (
     non_verifiable_prompt,
     verifiable_prompt,
 )
-from fs2_semionline.paths import TINY_CHAT_DATA_DIR, TINY_MATH_DATA_DIR, TINY_MATH_DIR
 from fs2_semionline.tiny.build_tokenizer import write_tokenizer_dir
 
 FIGURE_4 = (
@@ -128,7 +128,7 @@ def test_the_reaches_into_fairseq2_internals_hold_and_fail_loudly(tiny_tokenizer
     from fairseq2.data.tokenizers.hg import HuggingFaceTokenEncoder
     from fairseq2.data.tokenizers.tiktoken import TiktokenEncoder
 
-    from fs2_semionline.fairseq2_internals import Fairseq2InternalsChanged, hf_tokenizer_of, tiktoken_encoding_of
+    from fs2_semionline.glue.fairseq2_internals import Fairseq2InternalsChanged, hf_tokenizer_of, tiktoken_encoding_of
 
     encoder = tiny_tokenizer.create_raw_encoder()
     assert isinstance(encoder, HuggingFaceTokenEncoder)
@@ -138,5 +138,5 @@ def test_the_reaches_into_fairseq2_internals_hold_and_fail_loudly(tiny_tokenizer
     ]
     assert tiktoken_encoding_of(encoder) is None and hf_tokenizer_of(object()) is None
     for kls, read in ((HuggingFaceTokenEncoder, hf_tokenizer_of), (TiktokenEncoder, tiktoken_encoding_of)):
-        with pytest.raises(Fairseq2InternalsChanged, match="fairseq2_internals.py needs updating"):
+        with pytest.raises(Fairseq2InternalsChanged, match="glue/fairseq2_internals.py needs updating"):
             read(object.__new__(kls))  # an encoder of that class without the attribute

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fs2_semionline.core.errors import ConfigError
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
-from fs2_semionline.errors import ConfigError
 from fs2_semionline.eval.chat_eval import length_normalised_reward
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.checks import check_config
 from fs2_semionline.tiny.build_reward_model import build_tiny_reward_model
 from fs2_semionline.units.validation import validation_score, validation_seed

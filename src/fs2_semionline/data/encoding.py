@@ -101,7 +101,7 @@ def fairseq2_text_encoder(tokenizer: Any) -> TextEncoder:
 def fairseq2_special_tokens(encoder: Any) -> tuple[str, ...]:
     """Every special token's spelling, read from the library under fairseq2's raw encoder
     (transformers or tiktoken); the templates' own tokens for any other family."""
-    from fs2_semionline.fairseq2_internals import hf_tokenizer_of, tiktoken_encoding_of
+    from fs2_semionline.glue.fairseq2_internals import hf_tokenizer_of, tiktoken_encoding_of
 
     hf = hf_tokenizer_of(encoder)
     if hf is not None:

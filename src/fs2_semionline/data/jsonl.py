@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fs2_semionline.core.errors import DataFileError
 from fs2_semionline.data.encoding import TextEncoder
-from fs2_semionline.errors import DataFileError
 
 
 @dataclass(frozen=True)

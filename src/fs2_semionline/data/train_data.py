@@ -15,12 +15,12 @@ from typing import Any
 from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.logging import log
 
-from fs2_semionline.config import PromptDataSection, ValidationSection
+from fs2_semionline.config.training import PromptDataSection, ValidationSection
+from fs2_semionline.core.errors import ConfigError
+from fs2_semionline.data.batches import PairBatch, PromptBatch
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, PairExample, PromptExample, load_pairs, load_prompts
 from fs2_semionline.data.templates import TASK_TEMPLATES, verifiable_prompt
-from fs2_semionline.errors import ConfigError
-from fs2_semionline.units.batches import PairBatch, PromptBatch
 
 
 @dataclass

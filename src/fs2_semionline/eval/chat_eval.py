@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fs2_semionline.core.errors import DataFileError
 from fs2_semionline.data.jsonl import PromptExample, iter_jsonl
-from fs2_semionline.errors import DataFileError
 from fs2_semionline.generation.protocol import Completion, Sampler, SamplingConfig
 
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")

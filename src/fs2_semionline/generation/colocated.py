@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from fs2_semionline.generation.protocol import Completion, GeneratorError, SamplingConfig
+from fs2_semionline.generation.sharding import WeightBuckets, as_buckets
 from fs2_semionline.generation.vllm_engine import VLLMEngine, prompt_seeds
 from fs2_semionline.generation.vllm_worker import checksums_match, weights_checksum
-from fs2_semionline.sharding import WeightBuckets, as_buckets
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.models.family import ModelFamily, get_model_family_name
 from fairseq2.runtime.dependency import get_dependency_resolver
 
-from fs2_semionline.config import RolloutGeneratorSection
-from fs2_semionline.errors import ConfigError
+from fs2_semionline.config.training import RolloutGeneratorSection
+from fs2_semionline.core.errors import ConfigError
 from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.generation.protocol import Generator
 
@@ -51,7 +51,7 @@ def create_generator(
 
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
-    from fs2_semionline.hf_export import StreamingHFConverter, export_hf_model
+    from fs2_semionline.runs.hf_export import StreamingHFConverter, export_hf_model
 
     resolver = get_dependency_resolver()
     store = resolver.resolve(AssetStore)

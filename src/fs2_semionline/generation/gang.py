@@ -19,7 +19,7 @@ from fairseq2.gang import Gang
 from torch import Tensor
 
 from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
-from fs2_semionline.sharding import WeightBuckets, as_buckets
+from fs2_semionline.generation.sharding import WeightBuckets, as_buckets
 
 
 @dataclass

@@ -16,7 +16,7 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
-from fs2_semionline.sharding import WeightBuckets, as_buckets
+from fs2_semionline.generation.sharding import WeightBuckets, as_buckets
 
 
 def text_decoder(tokenizer: Tokenizer) -> TokenDecoder:

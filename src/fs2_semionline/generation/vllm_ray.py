@@ -26,9 +26,9 @@ import torch
 from fs2_semionline.generation.pg_sync import ProcessGroupWeightSender, wait_all
 from fs2_semionline.generation.protocol import Completion, GeneratorError, SamplingConfig
 from fs2_semionline.generation.protocol import WeightSyncTimeout as WeightSyncTimeout  # re-exported for callers
+from fs2_semionline.generation.sharding import WeightBuckets, as_buckets
 from fs2_semionline.generation.vllm_engine import VLLMEngine, cuda_available, prompt_seeds
 from fs2_semionline.generation.vllm_worker import checksums_match, weights_checksum
-from fs2_semionline.sharding import WeightBuckets, as_buckets
 
 log = logging.getLogger(__name__)
 

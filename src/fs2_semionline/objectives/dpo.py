@@ -1,99 +1,148 @@
-"""DPO (Eq. 3) on summed sequence log-probabilities, with the length-normalised and
-NLL-on-chosen variants the paper's ablations use.
+"""DPO (Eq. 3): one pair per prompt, the loss on the pairs' sequence
+log-probs, and the opt-in truncated importance weight per pair.
 
-    L = −log σ( β[log π(y_c|x) − log π_ref(y_c|x)] − β[log π(y_r|x) − log π_ref(y_r|x)] )
-        + nll_scale · (−log π(y_c|x))
+Pairs: binary rewards → a random correct against a random incorrect rollout; scalar
+rewards → the best against the worst (``selection.select_dpo_pairs``). Fixed pairs read
+from a file (offline DPO form (b)) are a DPO selection too (:func:`fixed_pairs`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import random
+from collections.abc import Sequence
+from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from fs2_semionline.config.training import DPOSection
+from fs2_semionline.core.metrics import Metric
+from fs2_semionline.data.jsonl import PairExample
+from fs2_semionline.losses import dpo_loss, truncated_weights
+from fs2_semionline.objectives.base import (
+    IS_METRIC,
+    Item,
+    LossOutput,
+    PreferencePair,
+    Response,
+    Rollouts,
+    Scores,
+    Traits,
+    detached_mean,
+    preference_skip_reasons,
+)
+from fs2_semionline.objectives.selection import PairingStats, RewardKind, select_dpo_pairs
 
-@dataclass
-class DPOOutput:
-    """Per-pair terms, all of shape [P]."""
-
-    loss: Tensor
-    """``dpo_loss + nll_loss``: what is optimised."""
-    dpo_loss: Tensor
-    """−log σ(z), Eq. 3."""
-    nll_loss: Tensor
-    """``nll_scale · −log π(y_c|x)`` (zeros when the scale is 0)."""
-    chosen_rewards: Tensor
-    """β (log π − log π_ref) of the chosen response, as used in z (length-normalised if
-    that option is on); detached, for logging."""
-    rejected_rewards: Tensor
-    """Same for the rejected response; detached."""
-
-
-def _lengths(lens: Tensor, like: Tensor) -> Tensor:
-    # An empty response has log-prob 0; dividing by max(len, 1) keeps it 0, not NaN.
-    return lens.to(device=like.device, dtype=like.dtype).clamp(min=1)
+#: What a preference objective (DPO, GroupDPO) logs about its chosen and rejected sides.
+SIDE_METRICS: dict[str, Metric] = {
+    "dpo_loss": Metric("DPO Loss", 91),
+    "nll_loss": Metric("NLL Loss", 92),
+    "chosen_logps": Metric("Chosen Log-prob", 120),
+    "rejected_logps": Metric("Rejected Log-prob", 121),
+    "chosen_len": Metric("Chosen Length", 122),
+    "rejected_len": Metric("Rejected Length", 123),
+    # What TRL and torchtune users read first: how often the implicit reward β log π/π_ref
+    # ranks chosen above rejected, and by how much (both before this step's update).
+    "reward_accuracy": Metric("Reward Accuracy", 124),
+    "reward_margin": Metric("Reward Margin", 125),
+    "num_pairs": Metric("Pairs", 130, "sum"),
+}
 
 
-def dpo_loss(
-    policy_chosen: Tensor,
-    policy_rejected: Tensor,
-    ref_chosen: Tensor,
-    ref_rejected: Tensor,
-    *,
-    beta: float,
-    chosen_lens: Tensor | None = None,
-    rejected_lens: Tensor | None = None,
-    length_normalize: bool = False,
-    nll_scale: float = 0.0,
-    nll_length_normalize: bool = False,
-) -> DPOOutput:
-    """Eq. 3 for P pairs; inputs are summed sequence log-probs [P].
+def side_metric_names(config: DPOSection) -> list[str]:
+    """The side metrics a preference objective logs: the NLL term only when it is trained."""
+    return [n for n in SIDE_METRICS if n != "nll_loss" or config.nll_scale != 0.0]
 
-    ``length_normalize`` divides each of the four log-probs by its response's length
-    (policy and reference of one response by the same length), so that z compares
-    per-token log-ratios. ``nll_length_normalize`` divides the NLL term alone by the
-    chosen length. Lengths are required by either option. The reference log-probs
-    are detached: the reference model is frozen.
-    """
-    shape = policy_chosen.shape
-    others = (("policy_rejected", policy_rejected), ("ref_chosen", ref_chosen), ("ref_rejected", ref_rejected))
-    for name, t in others:
-        if t.shape != shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-    if length_normalize and (chosen_lens is None or rejected_lens is None):
-        raise ValueError("length_normalize=True needs chosen_lens and rejected_lens")
-    if nll_length_normalize and chosen_lens is None:
-        raise ValueError("nll_length_normalize=True needs chosen_lens")
 
-    ref_chosen = ref_chosen.detach()
-    ref_rejected = ref_rejected.detach()
-    pc, pr, rc, rr = policy_chosen, policy_rejected, ref_chosen, ref_rejected
-    if length_normalize:
-        assert chosen_lens is not None and rejected_lens is not None
-        lc = _lengths(chosen_lens, pc)
-        lr = _lengths(rejected_lens, pr)
-        pc, rc = pc / lc, rc / lc
-        pr, rr = pr / lr, rr / lr
+def side_metrics(scores: Scores, chosen: list[int], rejected: list[int]) -> dict[str, tuple[float, float]]:
+    """Mean log-prob and length of the chosen and the rejected responses (rows)."""
+    c, r = scores.index(chosen), scores.index(rejected)
+    return {
+        "chosen_logps": (detached_mean(scores.logps[c]), len(chosen)),
+        "rejected_logps": (detached_mean(scores.logps[r]), len(rejected)),
+        "chosen_len": (detached_mean(scores.lens[c]), len(chosen)),
+        "rejected_len": (detached_mean(scores.lens[r]), len(rejected)),
+    }
 
-    chosen_rewards = beta * (pc - rc)
-    rejected_rewards = beta * (pr - rr)
-    dpo = -F.logsigmoid(chosen_rewards - rejected_rewards)
 
-    if nll_scale != 0.0:
-        nll = -policy_chosen
-        if nll_length_normalize:
-            assert chosen_lens is not None
-            nll = nll / _lengths(chosen_lens, policy_chosen)
-        nll = nll_scale * nll
-    else:
-        nll = torch.zeros_like(dpo)
+def reward_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, tuple[float, float]]:
+    """Per pair, the implicit rewards as z uses them: the share ranked right, the mean margin."""
+    margin = (chosen_rewards - rejected_rewards).detach().double()
+    n = float(margin.numel())
+    return {"reward_accuracy": (float((margin > 0).double().mean()), n), "reward_margin": (float(margin.mean()), n)}
 
-    return DPOOutput(
-        loss=dpo + nll,
-        dpo_loss=dpo,
-        nll_loss=nll,
-        chosen_rewards=chosen_rewards.detach(),
-        rejected_rewards=rejected_rewards.detach(),
-    )
+
+def fixed_pairs(pairs: Sequence[PairExample]) -> list[PreferencePair]:
+    """Pairs read from a file as a DPO selection (no generator log-probs)."""
+    return [
+        PreferencePair(i, tuple(p.prompt_ids), Response(tuple(p.chosen_ids)), Response(tuple(p.rejected_ids)))
+        for i, p in enumerate(pairs)
+    ]
+
+
+class DPOObjective:
+    METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **IS_METRIC}
+    TRAITS: ClassVar[Traits] = Traits(importance_sampling=True, fixed_pairs=True)
+
+    def __init__(self, config: DPOSection, *, importance_cap: float | None = None) -> None:
+        """``importance_cap``: C of the truncated importance weights (None: no correction)."""
+        self.config = config
+        self.importance_cap = importance_cap
+
+    @property
+    def needs_reference(self) -> bool:
+        return True
+
+    def metric_names(self) -> tuple[str, ...]:
+        names = side_metric_names(self.config)
+        if self.importance_cap is not None:
+            names.append("is_truncated")
+        return tuple(names)
+
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        return preference_skip_reasons(kinds)
+
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        pairs, stats = select_dpo_pairs(rollouts.rewards, rollouts.kinds, rng)
+        items: list[Item] = [
+            PreferencePair(
+                p.prompt_idx,
+                rollouts.prompt_ids[p.prompt_idx],
+                rollouts.responses[p.prompt_idx][p.chosen_idx],
+                rollouts.responses[p.prompt_idx][p.rejected_idx],
+            )
+            for p in pairs
+        ]
+        return items, stats
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        """Row ``offsets[i]`` is pair i's chosen response, the next its rejected one."""
+        cfg = self.config
+        chosen = [scores.offsets[i] for i in range(len(items))]
+        rejected = [c + 1 for c in chosen]
+        c, r = scores.index(chosen), scores.index(rejected)
+        out = dpo_loss(
+            scores.logps[c],
+            scores.logps[r],
+            scores.ref_logps[c],
+            scores.ref_logps[r],
+            beta=cfg.beta,
+            chosen_lens=scores.lens[c],
+            rejected_lens=scores.lens[r],
+            length_normalize=cfg.length_normalize,
+            nll_scale=cfg.nll_scale,
+            nll_length_normalize=cfg.nll_length_normalize,
+        )
+        per_pair: Tensor = out.loss
+        n = len(items)
+        metrics = {"dpo_loss": (detached_mean(out.dpo_loss), n), "num_pairs": (float(n), 1.0)}
+        if cfg.nll_scale != 0.0:
+            metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
+        metrics |= side_metrics(scores, chosen, rejected)
+        metrics |= reward_metrics(out.chosen_rewards, out.rejected_rewards)
+        if self.importance_cap is not None and scores.mismatch is not None:
+            # A pair (y_w, y_l) is drawn from μ × μ: its weight is ρ(y_w)·ρ(y_l), in log space.
+            log_pair = scores.mismatch.seq_log_ratio[c] + scores.mismatch.seq_log_ratio[r]
+            per_pair = per_pair * truncated_weights(log_pair, self.importance_cap).to(per_pair.dtype)
+            metrics["is_truncated"] = (float((log_pair > math.log(self.importance_cap)).double().mean()), n)
+        return LossOutput(per_pair.sum(), n, metrics)

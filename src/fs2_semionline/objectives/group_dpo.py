@@ -1,121 +1,140 @@
-"""GroupDPO (Eq. 4).
+"""GroupDPO (Eq. 4): every correct × incorrect pair of a prompt, averaged
+per prompt; and GroupDPO + α·GRPO (§4.2) on the same responses.
 
-For one prompt with correct responses Y_c and incorrect ones Y_r:
-    L_GroupDPO = 1/(|Y_c||Y_r|) Σ_{c∈Y_c} Σ_{r∈Y_r} L_DPO(x, c, r)
-All pairs of all prompts of a batch go through one vectorised ``dpo_loss`` call.
+Sets: binary rewards → (all correct, all incorrect); scalar rewards → above against
+below the group's mean (``selection.select_pair_sets``).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-from torch import Tensor
 
-from fs2_semionline.objectives.dpo import dpo_loss
-
-
-@dataclass
-class GroupDPOOutput:
-    """Per-prompt terms are [G]; per-pair terms are [P], P = Σ_g |Y_c^g||Y_r^g|."""
-
-    loss: Tensor
-    """[G] mean over the prompt's pairs of (DPO + NLL), Eq. 4."""
-    dpo_loss: Tensor
-    """[G] mean of the DPO term alone."""
-    nll_loss: Tensor
-    """[G] mean of the NLL term alone (zeros when its scale is 0)."""
-    num_pairs: Tensor
-    """[G] |Y_c| · |Y_r| (long)."""
-    chosen_rewards: Tensor
-    """[P] detached β (log π − log π_ref) of each pair's chosen response."""
-    rejected_rewards: Tensor
-    """[P] same for the rejected response."""
+from fs2_semionline.config.training import DPOSection, GRPOSection
+from fs2_semionline.core.metrics import Metric
+from fs2_semionline.losses import group_dpo_loss, grpo_loss, sum_by_group
+from fs2_semionline.objectives.base import (
+    Item,
+    LossOutput,
+    PreferenceGroup,
+    Rollouts,
+    Scores,
+    Traits,
+    detached_mean,
+    preference_skip_reasons,
+)
+from fs2_semionline.objectives.dpo import SIDE_METRICS, reward_metrics, side_metric_names, side_metrics
+from fs2_semionline.objectives.grpo import GRPO_METRICS
+from fs2_semionline.objectives.selection import PairingStats, RewardKind, grpo_advantages, select_pair_sets
 
 
-def _pair_indices(
-    groups: Sequence[tuple[Sequence[int], Sequence[int]]], num_responses: int
-) -> tuple[list[int], list[int], list[int], list[int]]:
-    chosen: list[int] = []
-    rejected: list[int] = []
-    pair_group: list[int] = []
-    num_pairs: list[int] = []
-    for g, (cs, rs) in enumerate(groups):
-        cs, rs = list(cs), list(rs)
-        if not cs or not rs:
-            raise ValueError(f"group {g} has {len(cs)} chosen and {len(rs)} rejected responses; both must be non-empty")
-        for i in cs + rs:
-            if not 0 <= i < num_responses:
-                raise ValueError(f"group {g}: response index {i} is outside [0, {num_responses})")
-        if set(cs) & set(rs):
-            raise ValueError(f"group {g}: responses {sorted(set(cs) & set(rs))} are both chosen and rejected")
-        for c in cs:
-            for r in rs:
-                chosen.append(c)
-                rejected.append(r)
-        pair_group.extend([g] * (len(cs) * len(rs)))
-        num_pairs.append(len(cs) * len(rs))
-    return chosen, rejected, pair_group, num_pairs
+class GroupDPOObjective:
+    METRICS: ClassVar[dict[str, Metric]] = dict(SIDE_METRICS)
+    TRAITS: ClassVar[Traits] = Traits()
 
+    def __init__(self, config: DPOSection) -> None:
+        self.config = config
 
-def group_dpo_loss(
-    policy_logps: Tensor,
-    ref_logps: Tensor,
-    groups: Sequence[tuple[Sequence[int], Sequence[int]]],
-    *,
-    beta: float,
-    lens: Tensor | None = None,
-    length_normalize: bool = False,
-    nll_scale: float = 0.0,
-    nll_length_normalize: bool = False,
-) -> GroupDPOOutput:
-    """Eq. 4 for every prompt of a batch.
+    @property
+    def needs_reference(self) -> bool:
+        return True
 
-    ``policy_logps`` / ``ref_logps`` are the summed log-probs [R] of all responses;
-    ``groups[g] = (chosen indices, rejected indices)`` into R. ``lens`` [R] (response
-    token counts) is needed by either normalisation option, see ``dpo_loss``. A
-    group with an empty side, or no group at all, raises ValueError: the caller's
-    pairing step drops such prompts (and skips a batch left with none).
-    """
-    if policy_logps.dim() != 1 or ref_logps.shape != policy_logps.shape:
-        raise ValueError(
-            f"expected policy_logps and ref_logps [R], got {tuple(policy_logps.shape)} and {tuple(ref_logps.shape)}"
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(side_metric_names(self.config))
+
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        return preference_skip_reasons(kinds)
+
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        sets, stats = select_pair_sets(rollouts.rewards, rollouts.kinds)
+        advantages = self._advantages(rollouts)
+        items: list[Item] = []
+        for s in sets:
+            responses = rollouts.responses[s.prompt_idx]
+            order = (*s.chosen, *s.rejected)
+            adv = (
+                None
+                if advantages is None
+                else tuple(a if (a := advantages[s.prompt_idx][j]) is not None else 0.0 for j in order)
+            )
+            items.append(
+                PreferenceGroup(
+                    s.prompt_idx,
+                    rollouts.prompt_ids[s.prompt_idx],
+                    tuple(responses[j] for j in s.chosen),
+                    tuple(responses[j] for j in s.rejected),
+                    adv,
+                )
+            )
+        return items, stats
+
+    def _advantages(self, rollouts: Rollouts) -> list[list[float | None]] | None:
+        return None
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        """Per item: its chosen rows, then its rejected rows."""
+        cfg = self.config
+        groups: list[tuple[list[int], list[int]]] = []
+        for i, item in enumerate(items):
+            assert isinstance(item, PreferenceGroup)
+            first = scores.offsets[i]
+            middle = first + len(item.chosen)
+            groups.append((list(range(first, middle)), list(range(middle, scores.offsets[i + 1]))))
+        out = group_dpo_loss(
+            scores.logps,
+            scores.ref_logps,
+            groups,
+            beta=cfg.beta,
+            lens=scores.lens,
+            length_normalize=cfg.length_normalize,
+            nll_scale=cfg.nll_scale,
+            nll_length_normalize=cfg.nll_length_normalize,
         )
-    if lens is not None and lens.shape != policy_logps.shape:
-        raise ValueError(f"lens must be [R], got {tuple(lens.shape)}")
-    if not groups:
-        raise ValueError("no groups: GroupDPO needs at least one prompt with both sides")
+        n = len(items)
+        metrics = {"dpo_loss": (detached_mean(out.dpo_loss), n), "num_pairs": (float(out.num_pairs.sum()), 1.0)}
+        if cfg.nll_scale != 0.0:
+            metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
+        chosen = [c for cs, _ in groups for c in cs]
+        rejected = [r for _, rs in groups for r in rs]
+        metrics |= side_metrics(scores, chosen, rejected)
+        metrics |= reward_metrics(out.chosen_rewards, out.rejected_rewards)  # over all |Y_c|·|Y_r| pairs
+        return LossOutput(out.loss.sum(), n, metrics)
 
-    chosen, rejected, pair_group, num_pairs = _pair_indices(groups, policy_logps.shape[0])
-    device = policy_logps.device
-    c_idx = torch.tensor(chosen, dtype=torch.long, device=device)
-    r_idx = torch.tensor(rejected, dtype=torch.long, device=device)
-    g_idx = torch.tensor(pair_group, dtype=torch.long, device=device)
-    counts = torch.tensor(num_pairs, dtype=torch.long, device=device)
 
-    out = dpo_loss(
-        policy_logps[c_idx],
-        policy_logps[r_idx],
-        ref_logps[c_idx],
-        ref_logps[r_idx],
-        beta=beta,
-        chosen_lens=None if lens is None else lens[c_idx.to(lens.device)],
-        rejected_lens=None if lens is None else lens[r_idx.to(lens.device)],
-        length_normalize=length_normalize,
-        nll_scale=nll_scale,
-        nll_length_normalize=nll_length_normalize,
-    )
+class GroupDPOGRPOObjective(GroupDPOObjective):
+    """§4.2: L = L_GroupDPO(x, Y_c, Y_r) + α · L_GRPO(x, Y_c ∪ Y_r), per prompt."""
 
-    def mean_per_group(per_pair: Tensor) -> Tensor:
-        sums = torch.zeros(len(num_pairs), dtype=per_pair.dtype, device=device).index_add(0, g_idx, per_pair)
-        return sums / counts.to(per_pair.dtype)
+    METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **GRPO_METRICS}
 
-    return GroupDPOOutput(
-        loss=mean_per_group(out.loss),
-        dpo_loss=mean_per_group(out.dpo_loss),
-        nll_loss=mean_per_group(out.nll_loss),
-        num_pairs=counts,
-        chosen_rewards=out.chosen_rewards,
-        rejected_rewards=out.rejected_rewards,
-    )
+    def __init__(self, config: DPOSection, grpo: GRPOSection, alpha: float) -> None:
+        super().__init__(config)
+        self.grpo = grpo
+        self.alpha = alpha
+
+    def metric_names(self) -> tuple[str, ...]:
+        return (*super().metric_names(), "grpo_loss", *(("kl",) if self.grpo.kl_beta != 0.0 else ()))
+
+    def _advantages(self, rollouts: Rollouts) -> list[list[float | None]] | None:
+        return grpo_advantages(rollouts.rewards, normalize_std=self.grpo.normalize_advantage_std)[0]
+
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        out = super().loss(items, scores)
+        advantages = [a for item in items for a in item.advantages]  # type: ignore[union-attr]
+        group_ids = [i for i, item in enumerate(items) for _ in item.responses]
+        device = scores.token_logps.device
+        gr = grpo_loss(
+            scores.token_logps,
+            scores.mask,
+            torch.tensor(advantages, device=device),
+            beta=self.grpo.kl_beta,
+            ref_token_logps=scores.ref_token_logps,
+            length_normalize=self.grpo.length_normalize,
+        )
+        grpo_per_prompt = sum_by_group(gr.loss, torch.tensor(group_ids, device=device), len(items))
+        out.metrics["grpo_loss"] = (detached_mean(grpo_per_prompt), out.num_items)
+        if self.grpo.kl_beta != 0.0:
+            out.metrics["kl"] = (detached_mean(gr.kl), len(advantages))
+        return LossOutput(out.loss + self.alpha * grpo_per_prompt.sum(), out.num_items, out.metrics)

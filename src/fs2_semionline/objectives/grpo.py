@@ -1,105 +1,93 @@
-"""GRPO (Eq. 1), on-policy as in the paper: the policy-gradient loss with a k3 KL
-penalty to the reference model.
-
-Per sequence y^i of a group:  L_i = −Σ_t ρ_t A(y^i) + β Σ_t k3_t,
-  ρ_t = π_θ(y_t|x,y_<t) / sg[π_θ(y_t|x,y_<t)] (1 in value, ∇log π in gradient),
-  A(y^i) = r(y^i) − mean_j r(y^j) (``pairing.grpo_advantages``),
-  k3_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1.
-The group loss of Eq. 1 is the sum of L_i over the group (``sum_by_group``). GRPO is
-refused off-policy (s > 1), so PPO's clipped ratio, which only matters there, is not
-implemented; the off-policy correction offered is truncated IS (``importance.py``).
-"""
+"""GRPO (Eq. 1): group-relative advantages over a prompt's rollouts, the
+policy-gradient loss summed over the group, k3 KL to the reference, and the opt-in
+truncated importance weight per token."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import random
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
-from torch import Tensor
+
+from fs2_semionline.config.training import GRPOSection
+from fs2_semionline.core.metrics import Metric
+from fs2_semionline.losses import grpo_loss, truncated_weights
+from fs2_semionline.objectives.base import (
+    IS_METRIC,
+    AdvantageGroup,
+    Item,
+    LossOutput,
+    Rollouts,
+    Scores,
+    Traits,
+    detached_mean,
+)
+from fs2_semionline.objectives.selection import PairingStats, RewardKind, grpo_advantages
+
+GRPO_METRICS: dict[str, Metric] = {
+    "grpo_loss": Metric("GRPO Loss", 93),
+    "kl": Metric("KL (k3)", 94),
+}
 
 
-@dataclass
-class GRPOOutput:
-    """Per-sequence terms, all of shape [S]."""
+class GRPOObjective:
+    METRICS: ClassVar[dict[str, Metric]] = {**GRPO_METRICS, **IS_METRIC}
+    TRAITS: ClassVar[Traits] = Traits(on_policy_only=True, importance_sampling=True)
 
-    loss: Tensor
-    """``policy_loss + β · kl``: what is optimised."""
-    policy_loss: Tensor
-    """−Σ_t ρ_t A."""
-    kl: Tensor
-    """Σ_t k3_t (zeros when β = 0 and no reference is given). Carries the gradient;
-    detach it for logging."""
+    def __init__(self, config: GRPOSection, *, importance_cap: float | None = None) -> None:
+        self.config = config
+        self.importance_cap = importance_cap
 
+    @property
+    def needs_reference(self) -> bool:
+        """Only for the KL term."""
+        return self.config.kl_beta != 0.0
 
-def sum_by_group(values: Tensor, group_ids: Tensor, num_groups: int) -> Tensor:
-    """Σ over each group's sequences (the Σ_{y^i∈G} of Eq. 1): [S] -> [num_groups].
+    def metric_names(self) -> tuple[str, ...]:
+        names = ["grpo_loss"]
+        if self.config.kl_beta != 0.0:
+            names.append("kl")
+        if self.importance_cap is not None:
+            names.append("is_truncated")
+        return tuple(names)
 
-    ``group_ids`` must be in [0, num_groups), e.g. the prompt index that GroupDPO uses,
-    so that the result lines up with ``group_dpo_loss(...).loss`` per prompt (GroupDPO +
-    α·GRPO, ``strategies/group_dpo.py``).
-    """
-    if values.shape != group_ids.shape:
-        raise ValueError(f"shape mismatch: {tuple(values.shape)} vs {tuple(group_ids.shape)}")
-    out = torch.zeros(num_groups, dtype=values.dtype, device=values.device)
-    return out.index_add(0, group_ids.to(values.device).long(), values)
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        """Advantages need two valid rewards that differ, whatever their kind."""
+        return ("all_equal", "too_few_valid")
 
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+        advantages, stats = grpo_advantages(rollouts.rewards, normalize_std=self.config.normalize_advantage_std)
+        items: list[Item] = []
+        for i, row in enumerate(advantages):
+            kept = [j for j, a in enumerate(row) if a is not None]
+            if kept:
+                responses = tuple(rollouts.responses[i][j] for j in kept)
+                items.append(AdvantageGroup(i, rollouts.prompt_ids[i], responses, tuple(float(row[j]) for j in kept)))  # type: ignore[arg-type]
+        return items, stats
 
-def grpo_loss(
-    token_logps: Tensor,
-    mask: Tensor,
-    advantages: Tensor,
-    *,
-    beta: float = 0.0,
-    ref_token_logps: Tensor | None = None,
-    length_normalize: bool = False,
-    token_weights: Tensor | None = None,
-) -> GRPOOutput:
-    """Eq. 1 per sequence: token log-probs [S, T], mask [S, T], advantages [S] -> [S].
-
-    On-policy (θold = θ, as in the paper's experiments): ρ_t = exp(logp_t − logp_t.detach()),
-    1 in value and ∇log π in gradient. Sums run over the valid tokens;
-    ``length_normalize`` divides each sequence's policy and KL sums by its token count.
-    ``token_weights`` [S, T] (detached) scale each token's policy term: the truncated
-    importance weights of :mod:`fs2_semionline.objectives.importance`.
-    """
-    if token_logps.dim() != 2 or mask.shape != token_logps.shape:
-        raise ValueError(
-            f"expected token_logps and mask [S, T], got {tuple(token_logps.shape)} and {tuple(mask.shape)}"
+    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+        """Eq. 1 sums over a prompt's rollouts; the unit normalises per prompt."""
+        advantages = [a for item in items for a in item.advantages]  # type: ignore[union-attr]
+        metrics: dict[str, tuple[float, float]] = {}
+        token_weights = None
+        if self.importance_cap is not None and scores.mismatch is not None:
+            off = scores.mismatch
+            token_weights = truncated_weights(off.token_log_ratio, self.importance_cap).to(scores.token_logps.dtype)
+            over = (off.token_log_ratio > math.log(self.importance_cap)) & scores.mask.bool()
+            metrics["is_truncated"] = (float(over.sum()) / max(off.num_tokens, 1), off.num_tokens)
+        gr = grpo_loss(
+            scores.token_logps,
+            scores.mask,
+            torch.tensor(advantages, device=scores.token_logps.device),
+            beta=self.config.kl_beta,
+            ref_token_logps=scores.ref_token_logps,
+            length_normalize=self.config.length_normalize,
+            token_weights=token_weights,
         )
-    if advantages.shape != token_logps.shape[:1]:
-        raise ValueError(f"advantages must be [S], got {tuple(advantages.shape)}")
-    if beta != 0.0 and ref_token_logps is None:
-        raise ValueError("beta != 0 needs ref_token_logps for the KL term")
-    if ref_token_logps is not None and ref_token_logps.shape != token_logps.shape:
-        raise ValueError(f"ref_token_logps has shape {tuple(ref_token_logps.shape)}, expected {tuple(mask.shape)}")
-
-    valid = mask.bool()
-    zero = torch.zeros((), dtype=token_logps.dtype, device=token_logps.device)
-
-    def clean(t: Tensor) -> Tensor:
-        # Padding may hold anything (-inf, NaN): select it away before exp / differences.
-        return torch.where(valid, t.to(token_logps.dtype), zero)
-
-    logp = clean(token_logps)
-    adv = advantages.detach().to(logp.dtype).unsqueeze(-1)
-
-    per_token = -torch.exp(logp - logp.detach()) * adv
-    if token_weights is not None:
-        if token_weights.shape != token_logps.shape:
-            raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}, expected {tuple(mask.shape)}")
-        per_token = per_token * clean(token_weights).detach()
-    policy_loss = torch.where(valid, per_token, zero).sum(dim=-1)
-
-    if ref_token_logps is not None:
-        diff = clean(ref_token_logps).detach() - logp
-        k3 = torch.exp(diff) - diff - 1.0
-        kl = torch.where(valid, k3, zero).sum(dim=-1)
-    else:
-        kl = torch.zeros_like(policy_loss)
-
-    if length_normalize:
-        num_tokens = valid.sum(dim=-1).clamp(min=1).to(policy_loss.dtype)
-        policy_loss = policy_loss / num_tokens
-        kl = kl / num_tokens
-
-    return GRPOOutput(loss=policy_loss + beta * kl, policy_loss=policy_loss, kl=kl)
+        n = len(items)
+        metrics["grpo_loss"] = (float(gr.loss.detach().sum()) / n, n)
+        if self.config.kl_beta != 0.0:
+            metrics["kl"] = (detached_mean(gr.kl), len(advantages))
+        return LossOutput(gr.loss.sum(), n, metrics)

@@ -10,8 +10,9 @@ from typing import Any
 
 from fairseq2.utils.validation import StandardObjectValidator, ValidationError, ValidationResult
 
-from fs2_semionline.config import RolloutGeneratorSection
-from fs2_semionline.errors import ConfigError, check_data_files
+from fs2_semionline.config.training import RolloutGeneratorSection
+from fs2_semionline.core.errors import ConfigError, check_data_files
+from fs2_semionline.objectives import objective_traits, objectives_with
 
 
 def validate_recipe_config(config: Any) -> ValidationResult:
@@ -40,8 +41,11 @@ def check_config(config: Any) -> None:
     """``config``: a ``PreferenceFinetuneConfig``."""
     gen, loss, dataset, valid, regime = config.generator, config.loss, config.dataset, config.validation, config.regime
     s = gen.sync_every_n_steps
-    if loss.name == "grpo" and s != 1:
-        raise ConfigError(f"loss.name=grpo is on-policy (paper §2.3): it needs generator.sync_every_n_steps=1, got {s}")
+    traits = objective_traits(loss.name)
+    if traits.on_policy_only and s != 1:
+        raise ConfigError(
+            f"loss.name={loss.name} is on-policy (paper §2.3): it needs generator.sync_every_n_steps=1, got {s}"
+        )
     every = regime.checkpoint_every_n_steps
     if s is not None and every is not None and every % s != 0:
         raise ConfigError(
@@ -56,9 +60,9 @@ def check_config(config: Any) -> None:
             raise ConfigError(
                 f"regime.checkpoint_every_n_steps={every} must be a multiple of reference_sync.every_n_steps={r}"
             )
-    if dataset.pairs_path is not None and (loss.name != "dpo" or s is not None):
+    if dataset.pairs_path is not None and (not traits.fixed_pairs or s is not None):
         raise ConfigError(
-            "dataset.pairs_path (offline DPO from fixed pairs) needs loss.name=dpo and "
+            f"dataset.pairs_path (offline DPO from fixed pairs) needs loss.name={_one_of('fixed_pairs')} and "
             f"generator.sync_every_n_steps=null, got loss.name={loss.name}, sync_every_n_steps={s}"
         )
     if "chat" in dataset.tasks and not config.reward.model.name:
@@ -75,9 +79,10 @@ def check_config(config: Any) -> None:
     if gen.colocate and gen.backend != "vllm":
         raise ConfigError("generator.colocate=true colocates a vLLM engine: it needs generator.backend=vllm")
     if loss.importance_sampling == "truncated":
-        if loss.name not in ("dpo", "grpo"):
+        if not traits.importance_sampling:
             raise ConfigError(
-                f"loss.importance_sampling=truncated is defined for loss.name=dpo and grpo, got {loss.name}"
+                "loss.importance_sampling=truncated is defined for "
+                f"loss.name={_one_of('importance_sampling', ' and ')}, got {loss.name}"
             )
         if dataset.pairs_path is not None:
             raise ConfigError(
@@ -94,6 +99,11 @@ def check_config(config: Any) -> None:
             f"boundary: regime.validate_every_n_steps ({regime.validate_every_n_steps}) a multiple of "
             f"generator.sync_every_n_steps ({s})"
         )
+
+
+def _one_of(trait: str, sep: str = " or ") -> str:
+    """The objectives that declare ``trait``, for an error message."""
+    return sep.join(objectives_with(trait))
 
 
 def check_config_files(config: Any) -> None:

@@ -50,10 +50,11 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 from typing_extensions import override
 
+from fs2_semionline.config.evaluate import DEFAULT_NUM_SAMPLES, EvaluateConfig
+from fs2_semionline.core.errors import ConfigError, UserInputError, check_data_files, register_cli_errors
 from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.prepare.common import dataset_name
 from fs2_semionline.data.prepare.test_sets import prepare_eval_set
-from fs2_semionline.errors import ConfigError, UserInputError, check_data_files, register_cli_errors
 from fs2_semionline.eval.chat_eval import (
     ChatIds,
     chat_summary,
@@ -73,8 +74,7 @@ from fs2_semionline.eval.sets import (
 )
 from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Sampler, SamplingConfig
-from fs2_semionline.ray_cluster import RayCluster
-from fs2_semionline.recipes.evaluate_config import DEFAULT_NUM_SAMPLES, EvaluateConfig
+from fs2_semionline.glue.ray_cluster import RayCluster
 from fs2_semionline.rewards.math_pool import MathVerifyPool
 
 
@@ -388,7 +388,7 @@ def main() -> None:
     """``python -m`` takes what ``fs2-semionline lm evaluate`` takes (``--preset`` too)."""
     import sys
 
-    from fs2_semionline.cli import run_recipe
+    from fs2_semionline.recipes import run_recipe
 
     run_recipe("evaluate", sys.argv[1:])
 

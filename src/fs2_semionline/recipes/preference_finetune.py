@@ -44,23 +44,24 @@ from fairseq2.utils.validation import ValidationResult
 from fairseq2.utils.yaml import YamlDumper
 from typing_extensions import override
 
-from fs2_semionline.config import (
+from fs2_semionline.config.shared import RaySection, RewardSection
+from fs2_semionline.config.training import (
     LossSection,
     PromptDataSection,
     ReferenceSyncSection,
-    RewardSection,
     RolloutGeneratorSection,
     ValidationSection,
 )
+from fs2_semionline.core.errors import ConfigError, register_cli_errors
 from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.data.train_data import TrainingData, data_metrics, load_training_data, train_pipeline
-from fs2_semionline.errors import ConfigError, register_cli_errors
-from fs2_semionline.export import register_hf_exporter
 from fs2_semionline.generation.factory import create_generator, serving_dtype, share_cpu_with_generator
 from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.generation.local import PolicySampler
-from fs2_semionline.ray_cluster import RayCluster, RaySection, check_local_placement
+from fs2_semionline.generation.sharding import full_weight_buckets, is_sharded, model_family, shard_like_policy
+from fs2_semionline.glue.ray_cluster import RayCluster, check_local_placement
+from fs2_semionline.objectives import create_objective
 from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.recipes.checks import (
     check_config_files,
@@ -68,11 +69,10 @@ from fs2_semionline.recipes.checks import (
     validate_recipe_config,
     validates_through_generator,
 )
-from fs2_semionline.resume import prepare_output_dir
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.reward_model_actor import create_reward_scorer
-from fs2_semionline.sharding import full_weight_buckets, is_sharded, model_family, shard_like_policy
-from fs2_semionline.strategies import create_objective
+from fs2_semionline.runs.export import register_hf_exporter
+from fs2_semionline.runs.resume import prepare_output_dir
 from fs2_semionline.units.preference import PreferenceUnit, train_metrics
 from fs2_semionline.units.schedule import RolloutSchedule
 from fs2_semionline.units.validation import (
@@ -355,7 +355,7 @@ def main() -> None:
     """``python -m`` takes what ``fs2-semionline lm preference_finetune`` takes (``--preset`` too)."""
     import sys
 
-    from fs2_semionline.cli import run_recipe
+    from fs2_semionline.recipes import run_recipe
 
     run_recipe("preference_finetune", sys.argv[1:])
 

@@ -72,7 +72,7 @@ from fs2_semionline.rewards.athene import ATHENE_CLS_ID, AtheneForSequenceClassi
 if TYPE_CHECKING:
     from fairseq2.assets import AssetCard, AssetStore
 
-    from fs2_semionline.config import RewardModelSection
+    from fs2_semionline.config.shared import RewardModelSection
 
 __all__ = [
     "ATHENE_MAX_LENGTH",
@@ -355,7 +355,7 @@ def resolve_reward_model(name_or_path: str, *, store: AssetStore | None = None) 
 def reward_model_spec(section: RewardModelSection) -> RewardModelSpec:
     """The spec of ``reward.model.name`` with the section's batch size, device and length
     limit; a name that is neither a folder nor a card is a :class:`ConfigError` naming the key."""
-    from fs2_semionline.errors import ConfigError
+    from fs2_semionline.core.errors import ConfigError
 
     assert section.name is not None
     try:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fs2_semionline.config import RewardModelSection
+from fs2_semionline.config.shared import RewardModelSection
 from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec
 
 __all__ = ["RayRewardScorer", "RewardModelActor", "remote_reward_model_actor"]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from fs2_semionline.checkpoints import checkpoint_steps
+from fs2_semionline.core.paths import TINY_MATH_DIR
 from fs2_semionline.data.math_task import generate_splits
 from fs2_semionline.data.synthetic import write_jsonl
-from fs2_semionline.paths import TINY_MATH_DIR
+from fs2_semionline.runs.checkpoints import checkpoint_steps
 from fs2_semionline.tiny.build_tokenizer import write_tokenizer_dir
 
 SFT_STEPS = 1200
@@ -78,9 +78,9 @@ def select_checkpoint(
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
-    from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.local import PolicySampler
     from fs2_semionline.generation.protocol import SamplingConfig
+    from fs2_semionline.glue.extension import tiny_math_config
     from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())

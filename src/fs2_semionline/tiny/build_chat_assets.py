@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from fs2_semionline.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
+from fs2_semionline.core.paths import TINY_CHAT_DIR, TINY_MATH_DIR
 from fs2_semionline.data import chat_task
-from fs2_semionline.paths import TINY_CHAT_DIR, TINY_MATH_DIR
+from fs2_semionline.runs.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
 from fs2_semionline.tiny.build_assets import load_checkpoint_weights, run_sft
 
 SFT_STEPS = 800
@@ -76,9 +76,9 @@ def policy_scores(weights: dict[str, torch.Tensor], seed: int, num_samples: int)
     from fs2_semionline.data.jsonl import load_prompts
     from fs2_semionline.data.templates import non_verifiable_prompt, verifiable_prompt
     from fs2_semionline.eval.math_eval import evaluate_math
-    from fs2_semionline.extension import tiny_math_config
     from fs2_semionline.generation.local import PolicySampler, sample_completions
     from fs2_semionline.generation.protocol import SamplingConfig
+    from fs2_semionline.glue.extension import tiny_math_config
     from fs2_semionline.rewards.math_pool import MathVerifyPool
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())
@@ -133,7 +133,7 @@ def run_reward_model_training(
     from fairseq2.recipe.config import ModelSection
     from fairseq2.recipe.run import run
 
-    from fs2_semionline.extension import TINY_MATH_ARCH
+    from fs2_semionline.glue.extension import TINY_MATH_ARCH
     from fs2_semionline.tiny.train_reward_model import RewardModelTrainConfig, RewardModelTrainRecipe
 
     config = RewardModelTrainConfig()
@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
 
-    from fs2_semionline.extension import tiny_math_config
-    from fs2_semionline.hf_export import export_hf_model
+    from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.runs.hf_export import export_hf_model
     from fs2_semionline.tiny.train_reward_model import REWARD_TOKEN
 
     rm_dir = assets / "reward_model"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from fs2_semionline.paths import TINY_MATH_DIR
+from fs2_semionline.core.paths import TINY_MATH_DIR
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

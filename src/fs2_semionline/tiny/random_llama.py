@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from fs2_semionline.paths import TINY_MATH_DIR
+from fs2_semionline.core.paths import TINY_MATH_DIR
 
 
 def random_hf_llama(

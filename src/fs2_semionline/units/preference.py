@@ -6,7 +6,7 @@ One step, as a straight line, in :meth:`PreferenceUnit.process_batch`:
             ─► objective.select: pairs / pair sets / advantages (degenerate: counted skips)
             ─► policy (+ reference) log-probs ─► objective.loss ─► (loss, n) to fairseq2
 
-The objective is a strategy (``strategies/``, chosen by ``loss.name``); the sync
+The objective (``objectives/``, chosen by ``loss.name``); the sync
 schedule is :class:`~fs2_semionline.units.schedule.RolloutSchedule`. The unit never
 calls backward or the optimizer: fairseq2's Trainer does.
 
@@ -21,7 +21,7 @@ collectives), and :meth:`PreferenceUnit.void_updates_of` drops every gradient be
 the optimizer steps, so weights and optimizer state stay bitwise as they were.
 
 Resumability: nothing here needs saving; every random draw is seeded from
-(seed, step) (``seeding.py``) and the schedule restarts on a sync boundary.
+(seed, step) (``core/seeding.py``) and the schedule restarts on a sync boundary.
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
+from fs2_semionline.core.metrics import Metric, MetricWriter, add_metrics
+from fs2_semionline.core.seeding import step_rng
+from fs2_semionline.data.batches import PairBatch, PromptBatch, micro_range
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.generation.protocol import Completion
-from fs2_semionline.metrics import Metric, MetricWriter, add_metrics
-from fs2_semionline.objectives import Mismatch, masked_mean, mismatch
-from fs2_semionline.pairing import SKIP_REASONS, PairingStats, RewardKind
+from fs2_semionline.losses import Mismatch, masked_mean, mismatch
+from fs2_semionline.objectives import Item, Objective, Response, Rollouts, Scores, all_objective_metrics, fixed_pairs
+from fs2_semionline.objectives.selection import SKIP_REASONS, PairingStats, RewardKind
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.routing import score_responses
-from fs2_semionline.seeding import step_rng
-from fs2_semionline.strategies import Item, Objective, Response, Rollouts, Scores, all_objective_metrics, fixed_pairs
-from fs2_semionline.units.batches import PairBatch, PromptBatch, micro_range
 from fs2_semionline.units.schedule import RolloutSchedule
 from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
@@ -75,7 +75,7 @@ COMMON_METRICS: dict[str, Metric] = {
     "reward_seconds": Metric("Reward Time (s)", 151),
     "forward_seconds": Metric("Forward + Loss Time (s)", 152),  # backward and optimizer: fairseq2's own
     "sync_seconds": Metric("Sync Time (s)", 153),
-    # How off-policy the trained rollouts are (objectives/importance.py).
+    # How off-policy the trained rollouts are (losses/importance.py).
     "logprob_diff": Metric("Rollout |Δ log-prob| (mean)", 160),
     "logprob_diff_max": Metric("Rollout |Δ log-prob| (max)", 161, "max"),
     "log_is_ratio": Metric("Sequence log IS Ratio (mean)", 162),

@@ -21,11 +21,11 @@ from fairseq2.gang import Gang
 from fairseq2.models.clm import CausalLM
 from torch.nn import Module
 
-from fs2_semionline.config import ReferenceSyncSection, RolloutGeneratorSection
+from fs2_semionline.config.training import ReferenceSyncSection, RolloutGeneratorSection
+from fs2_semionline.core.seeding import step_seed
+from fs2_semionline.data.batches import PromptBatch, sync_steps
 from fs2_semionline.generation.protocol import Completion, Generator, PendingRollouts, SamplingConfig
-from fs2_semionline.seeding import step_seed
-from fs2_semionline.sharding import copy_weights, full_weight_buckets
-from fs2_semionline.units.batches import PromptBatch, sync_steps
+from fs2_semionline.generation.sharding import copy_weights, full_weight_buckets
 
 
 class RolloutSchedule:

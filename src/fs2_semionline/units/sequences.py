@@ -10,7 +10,7 @@ from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 
-from fs2_semionline.objectives import token_stats
+from fs2_semionline.losses import token_stats
 
 
 @dataclass

@@ -40,14 +40,14 @@ from fairseq2.logging import log
 from fairseq2.metrics import MetricBag, Sum
 from typing_extensions import override
 
-from fs2_semionline.config import ValidationSection
+from fs2_semionline.config.training import ValidationSection
+from fs2_semionline.core.metrics import MeanOrNaN, Metric
+from fs2_semionline.core.seeding import step_seed
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
-from fs2_semionline.metrics import MeanOrNaN, Metric
 from fs2_semionline.rewards.routing import RewardModelClient, score_responses
-from fs2_semionline.seeding import step_seed
 
 #: Registered as fairseq2 metric descriptors; the higher-is-better ones select checkpoints.
 VALID_METRICS: dict[str, Metric] = {

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fs2_semionline.core.errors import UserInputError, check_output_dir, exit_with
 from fs2_semionline.data.prepare.common import (
     MissingColumnError,
     PrepareStats,
@@ -38,7 +39,6 @@ from fs2_semionline.data.prepare.numinamath import (
 )
 from fs2_semionline.data.prepare.test_sets import prepare_aime, prepare_amc23, prepare_eval_set, prepare_math500
 from fs2_semionline.data.prepare.wildchat import prepare_wildchat
-from fs2_semionline.errors import UserInputError, check_output_dir, exit_with
 
 __all__ = [
     "DEFAULT_HELD_OUT_SIZE",

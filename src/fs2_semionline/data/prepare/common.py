@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from fs2_semionline.core.errors import ConfigError, UserInputError
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
-from fs2_semionline.errors import ConfigError, UserInputError
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq

@@ -10,6 +10,7 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fs2_semionline.core.errors import UserInputError
 from fs2_semionline.data.prepare.common import (
     InputTable,
     PrepareStats,
@@ -20,7 +21,6 @@ from fs2_semionline.data.prepare.common import (
     expand_inputs,
     unicode_text,
 )
-from fs2_semionline.errors import UserInputError
 
 
 def _first_user_turn(row: SourceRow) -> str | None:

@@ -18,45 +18,11 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from fairseq2.utils.validation import ValidationResult
-
-from fs2_semionline.errors import ConfigError
-from fs2_semionline.fields import FieldChecks
+from fs2_semionline.config.shared import RaySection
+from fs2_semionline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(kw_only=True)
-class RaySection:
-    """Where the generator and reward-model actors run."""
-
-    address: str | None = None
-    """null: start a local cluster on loopback; ``auto`` or ``ray://host:port``: join one."""
-    num_cpus: int | None = None
-    """CPUs of a local cluster (default: all of the machine's)."""
-    num_gpus: int | None = None
-    """GPUs of a local cluster (default: all of the machine's, or of ``gpu_ids``)."""
-    gpu_ids: list[int] | None = None
-    """GPUs a local cluster may give its actors, as ``nvidia-smi`` numbers them (e.g.
-    ``[4, 5, 6, 7]`` beside 4 trainer ranks on GPUs 0-3). Default: every GPU of the node,
-    which overlaps the trainer's and is refused (``generator.colocate`` shares on purpose)."""
-
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
-        checks.at_least("num_cpus", 1, optional=True, note=" (null = all of the machine's)")
-        checks.at_least("num_gpus", 0, optional=True, note=" (null = all of the machine's)")
-        if self.address is not None and not self.address.strip():
-            checks.fail("address", "must be null (a local cluster), 'auto' or 'ray://host:port'")
-        if self.gpu_ids is not None:
-            if self.address is not None:
-                checks.fail("gpu_ids", "applies to a local cluster (ray.address: null); a joined cluster's nodes say")
-            elif not self.gpu_ids or any(i < 0 for i in self.gpu_ids) or len(set(self.gpu_ids)) != len(self.gpu_ids):
-                checks.fail("gpu_ids", f"must be distinct GPU ids >= 0, got {self.gpu_ids}")
-            elif self.num_gpus is not None and self.num_gpus != len(self.gpu_ids):
-                checks.fail("num_gpus", f"must be null or len(ray.gpu_ids) = {len(self.gpu_ids)}, got {self.num_gpus}")
-        return checks.result
 
 
 class RayCluster:

@@ -20,7 +20,7 @@ from typing import Any
 
 from fairseq2.logging import log
 
-from fs2_semionline.errors import ConfigError
+from fs2_semionline.core.errors import ConfigError
 
 RUN_CONFIG = "run_config.json"
 

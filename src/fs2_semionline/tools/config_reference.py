@@ -4,7 +4,7 @@ Every key, its default and its docstring (the string literal under the field, re
 from the source) come from the code, so the reference cannot drift from it; a test
 checks that the committed file equals a fresh rendering.
 
-    python -m fs2_semionline.config_reference > docs/configuration.md
+    python -m fs2_semionline.tools.config_reference > docs/configuration.md
 """
 
 from __future__ import annotations
@@ -19,16 +19,25 @@ from typing import Any
 
 HEADER = """# Configuration reference
 
-Generated from the code by `python -m fs2_semionline.config_reference` (a test keeps it in
+Generated from the code by `python -m fs2_semionline.tools.config_reference` (a test keeps it in
 sync). Keys are set in a YAML file (`--config-file`), a preset (`--preset`) or on the command
 line (`--config section.key=value`); `fs2-semionline lm RECIPE OUT --dump-config` prints the
 merged result. Sections without a description are fairseq2's own (see fairseq2's docs).
 """
 
 
-@cache
 def _field_docs(kls: type) -> dict[str, str]:
-    """Field docstrings: a string literal right after an annotated assignment."""
+    """Field docstrings: a string literal right after an annotated assignment, in the
+    class or in a base it inherits the field from (the nearest one wins)."""
+    docs: dict[str, str] = {}
+    for base in reversed(kls.__mro__):
+        if dataclasses.is_dataclass(base):
+            docs |= _own_field_docs(base)
+    return docs
+
+
+@cache
+def _own_field_docs(kls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(kls)))
     except (OSError, TypeError):
@@ -114,7 +123,7 @@ def render(recipes: dict[str, type]) -> str:
 
 
 def recipe_configs() -> dict[str, type]:
-    from fs2_semionline.recipes.evaluate_config import EvaluateConfig
+    from fs2_semionline.config.evaluate import EvaluateConfig
     from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
     return {"preference_finetune": PreferenceFinetuneConfig, "evaluate": EvaluateConfig}

@@ -22,7 +22,7 @@ def _attribute(obj: Any, name: str, where: str) -> Any:
     except AttributeError:
         raise Fairseq2InternalsChanged(
             f"fairseq2's {type(obj).__name__} has no attribute {name!r} ({where}): "
-            "fs2_semionline/fairseq2_internals.py needs updating for this fairseq2"
+            "fs2_semionline/glue/fairseq2_internals.py needs updating for this fairseq2"
         ) from None
 
 

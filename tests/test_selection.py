@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fs2_semionline.pairing import (
+from fs2_semionline.core.seeding import step_rng, step_seed
+from fs2_semionline.objectives.selection import (
     SKIP_REASONS,
     Pair,
     PairingStats,
@@ -20,7 +21,6 @@ from fs2_semionline.pairing import (
     select_dpo_pairs,
     select_pair_sets,
 )
-from fs2_semionline.seeding import step_rng, step_seed
 
 NONE_SKIPPED = {r: 0 for r in SKIP_REASONS}
 
@@ -58,7 +58,7 @@ def test_step_rng_rejects_non_int():
 def test_step_rng_same_in_fresh_interpreters_with_different_hash_seeds():
     src = str(Path(__file__).resolve().parents[1] / "src")
     code = (
-        "from fs2_semionline.pairing import select_dpo_pairs\nfrom fs2_semionline.seeding import step_rng\n"
+        "from fs2_semionline.objectives.selection import select_dpo_pairs\nfrom fs2_semionline.core.seeding import step_rng\n"
         "r = step_rng(42, 7)\n"
         "print([r.random() for _ in range(5)])\n"
         "print(select_dpo_pairs([[1, 0, 1, 0, 1, 0]] * 4, 'binary', step_rng(42, 7))[0])\n"

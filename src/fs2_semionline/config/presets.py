@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from fs2_semionline.errors import ConfigError
-from fs2_semionline.paths import PRESETS_DIR
+from fs2_semionline.core.errors import ConfigError
+from fs2_semionline.core.paths import PRESETS_DIR
 
 
 @dataclass(frozen=True)

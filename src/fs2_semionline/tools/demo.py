@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from fs2_semionline.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
-from fs2_semionline.presets import get_preset
+from fs2_semionline.config.presets import get_preset
+from fs2_semionline.runs.checkpoints import best_scored_step, checkpoint_model_dir, checkpoint_steps
 
 
 def _cli(*args: str) -> None:
@@ -44,8 +44,8 @@ def _result(out_dir: Path) -> dict[str, float]:
 
 def _chat_quality(out_dir: Path) -> dict[str, float]:
     """The hidden preference of the tiny chat task over an evaluation's answers."""
+    from fs2_semionline.core.paths import TINY_CHAT_DATA_DIR
     from fs2_semionline.data.chat_task import meets_constraints, quality, read_prompts
-    from fs2_semionline.paths import TINY_CHAT_DATA_DIR
 
     prompts = {p.prompt: p for p in read_prompts(TINY_CHAT_DATA_DIR / "test.jsonl")}
     rows = [json.loads(line) for line in (out_dir / "generations.jsonl").read_text().splitlines()]

@@ -26,7 +26,7 @@ Validation:
   that is not a real number at all (a string, ``None``-like object) raises.
 
 Reproducibility (resuming needs no saved RNG state): the caller builds one
-:class:`random.Random` per step with :func:`fs2_semionline.seeding.step_rng`. Inside :func:`select_dpo_pairs` every prompt, in prompt
+:class:`random.Random` per step with :func:`fs2_semionline.core.seeding.step_rng`. Inside :func:`select_dpo_pairs` every prompt, in prompt
 order and skipped or not, takes exactly one 64-bit draw from that RNG and makes
 its own choices with a private ``Random`` seeded by it. A prompt's pair thus
 depends only on (seed, step, prompt index, its own rewards): not on whether

@@ -17,7 +17,7 @@ writes, under OUT_DIR:
 - ``results.json`` (every seed of every arm) and the curves (reward, length, entropy;
   a band of ± one s.e. across seeds).
 
-    python -m fs2_semionline.study [OUT_DIR] [--seeds 3] [--steps 60] [--num-samples 8] [--quick]
+    python -m fs2_semionline.tools.study [OUT_DIR] [--seeds 3] [--steps 60] [--num-samples 8] [--quick]
 
 ``--quick`` (``make study-quick``): one seed, the five methods, N = 16: the one-seed table.
 """
@@ -35,10 +35,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fs2_semionline.checkpoints import checkpoint_model_dir, checkpoint_steps
-from fs2_semionline.demo import _cli, _result, checkpoint_overrides
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from fs2_semionline.plot import plot_runs, read_series
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.runs.checkpoints import checkpoint_model_dir, checkpoint_steps
+from fs2_semionline.tools.demo import _cli, _result, checkpoint_overrides
+from fs2_semionline.tools.plot import plot_runs, read_series
 
 BASE_SEED = 2  # the presets' common.seed: seed k of the study trains with BASE_SEED + k
 
@@ -160,7 +160,7 @@ def preset_lr(arm: Arm) -> float:
     """The learning rate ``arm``'s preset sets."""
     import yaml
 
-    from fs2_semionline.presets import get_preset
+    from fs2_semionline.config.presets import get_preset
 
     config = yaml.safe_load(get_preset(arm.preset, "preference_finetune").path.read_text())
     return float(config["optimizer"]["config"]["lr"])

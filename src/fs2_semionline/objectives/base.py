@@ -21,9 +21,9 @@ from typing import ClassVar, Protocol, Union
 import torch
 from torch import Tensor
 
-from fs2_semionline.metrics import Metric
-from fs2_semionline.objectives import Mismatch, sequence_logprobs
-from fs2_semionline.pairing import PairingStats, RewardKind
+from fs2_semionline.core.metrics import Metric
+from fs2_semionline.losses import Mismatch, sequence_logprobs
+from fs2_semionline.objectives.selection import PairingStats, RewardKind
 
 #: Logged by every objective that can correct for off-policy rollouts (truncated IS).
 IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
@@ -134,11 +134,26 @@ class LossOutput:
     """``{name: (value, weight)}``; every name is one of the objective's ``metric_names``."""
 
 
+@dataclass(frozen=True)
+class Traits:
+    """What an objective accepts, declared by the objective itself; ``recipes/checks.py``
+    refuses a config that asks for anything else, before anything loads."""
+
+    on_policy_only: bool = False
+    """Trains only on rollouts of the current weights: ``generator.sync_every_n_steps=1``
+    (GRPO, paper §2.3)."""
+    importance_sampling: bool = False
+    """Supports ``loss.importance_sampling=truncated`` (weights from the generator's log-probs)."""
+    fixed_pairs: bool = False
+    """Trains on pairs read from ``dataset.pairs_path`` (offline DPO form (b))."""
+
+
 class Objective(Protocol):
     """A training objective: which rollouts to train on, and the loss on them."""
 
     METRICS: ClassVar[dict[str, Metric]]
     """Every metric this kind of objective can log (display names for fairseq2)."""
+    TRAITS: ClassVar[Traits]
 
     @property
     def needs_reference(self) -> bool: ...

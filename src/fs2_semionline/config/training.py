@@ -1,7 +1,8 @@
-"""Config sections of ``lm preference_finetune`` (fairseq2 structures them from YAML/CLI).
-
-The fairseq2 sections (model, trainer, optimizer, ...) sit beside these in
-``recipes/preference_finetune.py``; every key and default is listed in docs/configuration.md.
+"""Config sections only ``lm preference_finetune`` reads (fairseq2 structures them from
+YAML/CLI). The sampling, engine, reward and Ray sections both recipes read are in
+``config/shared.py``; the recipe's config class composes these with fairseq2's own
+(model, trainer, optimizer, ...) in ``recipes/preference_finetune.py``. Every key and
+default is listed in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Literal
 
 from fairseq2.utils.validation import ValidationResult
 
-from fs2_semionline.fields import FieldChecks
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.config.fields import FieldChecks
+from fs2_semionline.config.shared import EngineSection, SamplingSection
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 
 @dataclass(kw_only=True)
@@ -61,39 +63,31 @@ class PromptDataSection:
 
 
 @dataclass(kw_only=True)
-class RolloutGeneratorSection:
-    """Who generates the rollouts, how, and how often it takes the policy's weights."""
+class RolloutGeneratorSection(SamplingSection, EngineSection):
+    """Who generates the rollouts, how, and how often it takes the policy's weights.
 
-    backend: Literal["local", "vllm"] = "local"
-    """``vllm``: vLLM engines as Ray actors; ``local``: fairseq2's in-process sampler."""
-    sync_every_n_steps: int | None = 1
-    """s: 1 = online, k > 1 = semi-online, null = offline (the seed model's rollouts)."""
-    num_rollouts: int = 8
-    """Rollouts per prompt (paper: 8 for DPO, GRPO)."""
+    The engine and sampling keys are the shared sections' (``config/shared.py``); the
+    defaults here are the paper's rollout ones."""
+
     temperature: float = 1.0
     """Rollout sampling temperature (paper §3: 1.0; 0 = greedy)."""
     top_p: float = 1.0
     """Nucleus sampling mass for rollouts (paper §3: 1.0)."""
-    max_gen_len: int = 512
-    """Longest rollout in tokens; a longer one is cut (not finished: no EOS is trained)."""
     max_batch_size: int = 64
-    """``local``: at most this many prompts per sampler call (a memory knob, not a
-    hyperparameter; every ``max_batch_size`` key is one)."""
-    work_ahead: bool = True
-    """Right after a sync, hand the generator the prompts of the next s steps so it
-    generates while the trainer trains (asynchronous semi-online; same samples either way)."""
-    replicas: int = 1
-    """``vllm``: engines (Ray actors); a step's prompts are split evenly over them."""
-    tensor_parallel_size: int = 1
-    """``vllm``: GPUs per engine (one placement per actor)."""
-    num_cpus_per_replica: float = 1.0
-    """``vllm``: Ray CPUs per actor; on a CPU machine also its torch threads."""
-    engine_args: dict[str, object] = field(default_factory=dict)
-    """``vllm``: passed to ``vllm.LLM`` (e.g. gpu_memory_utilization, max_num_seqs)."""
+    """``local``: at most this many prompts per sampler call (a memory knob)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """``vllm``: the dtype the engines serve in and the weights travel in. ``auto``: the
     trainer's compute dtype (``trainer.mixed_precision.dtype`` under static mixed
     precision, else ``model.dtype``), so fp32 master weights are served in bf16."""
+    sync_every_n_steps: int | None = 1
+    """s: 1 = online, k > 1 = semi-online, null = offline (the seed model's rollouts)."""
+    num_rollouts: int = 8
+    """Rollouts per prompt (paper: 8 for DPO, GRPO)."""
+    max_gen_len: int = 512
+    """Longest rollout in tokens; a longer one is cut (not finished: no EOS is trained)."""
+    work_ahead: bool = True
+    """Right after a sync, hand the generator the prompts of the next s steps so it
+    generates while the trainer trains (asynchronous semi-online; same samples either way)."""
     colocate: bool = False
     """``vllm``: one engine in the trainer's own process and device (a single trainer
     process: one GPU, or a CPU); weights are handed over in-process, no broadcast.
@@ -103,8 +97,6 @@ class RolloutGeneratorSection:
     """Weights travel in buffers of about this size (one broadcast each)."""
     sync_timeout_s: float = 600.0
     """A weight sync slower than this is an error naming the replica, not a hang."""
-    generate_timeout_s: float = 1800.0
-    """A replica silent for longer is restarted and its prompts re-issued."""
     max_restarts: int = 3
     """Replacements of one replica within one request before the run stops."""
     batch_invariant: bool = False
@@ -114,75 +106,14 @@ class RolloutGeneratorSection:
     and a resume regenerates them bit for bit; slower. On CPU they are so already."""
 
     def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
+        checks = self.check_sampling(self.check_engine(FieldChecks(self)))
         checks.at_least("sync_every_n_steps", 1, optional=True, note=" (null = offline)")
         checks.at_least("num_rollouts", 2, note=" (pairs and group advantages need two)")
-        checks.at_least("temperature", 0.0, note=" (0 = greedy)")
-        checks.within("top_p", 0.0, 1.0, low_open=True)
         checks.at_least("max_gen_len", 1)
-        checks.at_least("max_batch_size", 1)
-        checks.at_least("replicas", 1)
-        checks.at_least("tensor_parallel_size", 1)
-        checks.positive("num_cpus_per_replica")
         checks.at_least("sync_bucket_mb", 1)
         checks.positive("sync_timeout_s")
-        checks.positive("generate_timeout_s")
         checks.at_least("max_restarts", 0)
         return checks.result
-
-
-@dataclass(kw_only=True)
-class MathRewardSection:
-    """Math-Verify, for math prompts: a process pool whose SIGALRM timeouts work."""
-
-    timeout_s: float = 5.0
-    """Time per response; past it the reward fails (counted, never 0)."""
-    num_workers: int | None = None
-    """Worker processes (default: the machine's cores)."""
-
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
-        checks.positive("timeout_s")
-        checks.at_least("num_workers", 1, optional=True, note=" (null = the machine's cores)")
-        return checks.result
-
-
-@dataclass(kw_only=True)
-class RewardModelSection:
-    """The reward model, for chat prompts: HF sequence-classification models in Ray actors."""
-
-    name: str | None = None
-    """An asset card (e.g. ``athene_rm_8b``) or a local HF sequence-classification folder."""
-    replicas: int = 1
-    """Actors; a step's items are split over them."""
-    num_cpus: float = 1.0
-    """Ray CPUs per actor (also its torch threads)."""
-    device: str = "cpu"
-    """``cuda``: each replica gets one GPU from Ray."""
-    max_batch_size: int = 8
-    """At most this many texts per forward pass (a memory knob)."""
-    max_length: int | None = None
-    """Longer prompt+response texts get no reward (a counted failure), never a truncated one."""
-    timeout_s: float = 300.0
-    """A call slower than this fails its items (counted, never read as 0)."""
-
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
-        checks.at_least("replicas", 1)
-        checks.positive("num_cpus")
-        checks.one_of("device", ("cpu", "cuda"))
-        checks.at_least("max_batch_size", 1)
-        checks.at_least("max_length", 1, optional=True)
-        checks.positive("timeout_s")
-        return checks.result
-
-
-@dataclass(kw_only=True)
-class RewardSection:
-    """Math-Verify (math prompts) and the reward model (chat prompts)."""
-
-    math: MathRewardSection = field(default_factory=MathRewardSection)
-    model: RewardModelSection = field(default_factory=RewardModelSection)
 
 
 @dataclass(kw_only=True)
@@ -250,7 +181,7 @@ class LossSection:
     importance_sampling: Literal["none", "truncated"] = "none"
     """Correction for rollouts sampled by the generator's copy of the policy (older
     weights, other kernels): ``truncated`` weights GRPO's tokens by min(π/μ, C) and DPO's
-    pairs by min(ρ(y_w)ρ(y_l), C), detached (objectives/importance.py). ``dpo`` and
+    pairs by min(ρ(y_w)ρ(y_l), C), detached (losses/importance.py). ``dpo`` and
     ``grpo`` only. Paper: none."""
     importance_cap: float = 2.0
     """C, the cap of the truncated importance weights."""
@@ -278,7 +209,7 @@ class ReferenceSyncSection:
 
 
 @dataclass(kw_only=True)
-class ValidationSection:
+class ValidationSection(SamplingSection):
     """Held-out sets sampled from the policy every ``regime.validate_every_n_steps`` (§3.2, §3.3).
 
     Metrics go to ``OUT_DIR/metrics/valid.jsonl``: ``accuracy`` (math, Math-Verify),
@@ -292,14 +223,8 @@ class ValidationSection:
     """Chat JSONL (``prompt``): the reward model's reward (needs ``reward.model``)."""
     num_samples: int = 1
     """Samples per prompt."""
-    temperature: float = 0.6
-    """Sampling temperature (paper §3 evaluation: 0.6; 0 = greedy)."""
-    top_p: float = 0.9
-    """Nucleus mass (paper §3 evaluation: 0.9)."""
     max_gen_len: int | None = None
     """Answer length limit in tokens. Default: ``generator.max_gen_len``."""
-    max_batch_size: int = 32
-    """At most this many prompts per sampler call and per validation step (a memory knob)."""
     sampler: Literal["auto", "policy", "generator"] = "auto"
     """``policy``: fairseq2's sampler on the trainer's model. ``generator``: the rollout
     generator (vLLM), synced first to the weights being validated; it needs every
@@ -313,10 +238,7 @@ class ValidationSection:
     favours long answers, and the run log says so); ``none`` = the mean reward."""
 
     def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
+        checks = self.check_sampling(FieldChecks(self))
         checks.at_least("num_samples", 1)
-        checks.at_least("temperature", 0.0, note=" (0 = greedy)")
-        checks.within("top_p", 0.0, 1.0, low_open=True)
         checks.at_least("max_gen_len", 1, optional=True, note=" (null = generator.max_gen_len)")
-        checks.at_least("max_batch_size", 1)
         return checks.result

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fs2_semionline.errors import UserInputError, check_output_dir, exit_with
+from fs2_semionline.core.errors import UserInputError, check_output_dir, exit_with
 
 DEFAULT_METRICS = ("Reward", "Rollout Length", "Rollout Entropy")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fs2_semionline.objectives import (
+from fs2_semionline.losses import (
     DPOOutput,
     GroupDPOOutput,
     GRPOOutput,
@@ -520,7 +520,7 @@ def test_token_stats_in_chunks_equals_one_pass_value_and_gradient() -> None:
 
 
 def test_mismatch_statistics_by_hand() -> None:
-    from fs2_semionline.objectives import mismatch
+    from fs2_semionline.losses import mismatch
 
     train = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.25, 9.0]])
     gen = torch.tensor([[-1.5, -2.0, -1.0], [-0.5, -1.25, -7.0]])
@@ -534,7 +534,7 @@ def test_mismatch_statistics_by_hand() -> None:
 
 
 def test_truncated_weights_cap_the_ratio_without_overflow() -> None:
-    from fs2_semionline.objectives import truncated_weights
+    from fs2_semionline.losses import truncated_weights
 
     w = truncated_weights(torch.tensor([math.log(0.5), math.log(3.0), 1000.0], requires_grad=True), cap=2.0)
     assert w.tolist() == pytest.approx([0.5, 2.0, 2.0])

@@ -130,7 +130,7 @@ def register_cli_errors(container: object) -> None:
     from fairseq2.logging import log
     from fairseq2.recipe.cli import register_cli_error
 
-    from fs2_semionline.container import register_strict_values
+    from fs2_semionline.glue.container import register_strict_values
 
     def handle(ex: Exception) -> int:
         log.exception("{}", ex)

@@ -3,6 +3,8 @@ and default is in docs/configuration.md."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,10 +12,10 @@ from typing import Literal
 from fairseq2.recipe.config import CommonSection, GangSection, ReferenceModelSection, TokenizerSection
 from fairseq2.utils.validation import ValidationResult
 
-from fs2_semionline.config import RewardSection, RolloutGeneratorSection
-from fs2_semionline.fields import FieldChecks
-from fs2_semionline.paths import TINY_MATH_DATA_DIR
-from fs2_semionline.ray_cluster import RaySection
+from fs2_semionline.config.fields import FieldChecks
+from fs2_semionline.config.shared import EngineSection, RaySection, RewardSection, SamplingSection
+from fs2_semionline.config.training import RolloutGeneratorSection
+from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 DEFAULT_NUM_SAMPLES = {"math": 50, "chat": 1}
 
@@ -41,28 +43,18 @@ class EvalDataSection:
 
 
 @dataclass(kw_only=True)
-class EvalSamplingSection:
+class EvalSamplingSection(SamplingSection):
     """How answers are sampled (paper §3: temperature 0.6, top-p 0.9)."""
 
     num_samples: int | None = None
     """Samples per prompt. Default: 50 for math (paper §3), 1 for chat."""
-    temperature: float = 0.6
-    """Paper §3 evaluation temperature (0 = greedy)."""
-    top_p: float = 0.9
-    """Paper §3 evaluation nucleus mass."""
     max_gen_len: int = 1024
     """Answer length limit in tokens; an answer cut by it counts in num_unfinished."""
-    max_batch_size: int = 32
-    """Prompts per sampler call (memory knob). It shapes the RNG stream, so keep it fixed
-    when comparing runs sample for sample."""
 
     def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
+        checks = self.check_sampling(FieldChecks(self))
         checks.at_least("num_samples", 1, optional=True, note=" (null = 50 for math, 1 for chat)")
-        checks.at_least("temperature", 0.0, note=" (0 = greedy)")
-        checks.within("top_p", 0.0, 1.0, low_open=True)
         checks.at_least("max_gen_len", 1)
-        checks.at_least("max_batch_size", 1)
         return checks.result
 
 
@@ -75,42 +67,15 @@ class EvalExportSection:
 
 
 @dataclass(kw_only=True)
-class EvalGeneratorSection:
-    """Who samples the answers."""
+class EvalGeneratorSection(EngineSection):
+    """Who samples the answers: the shared engine keys (``config/shared.py``).
 
-    backend: Literal["local", "vllm"] = "local"
-    """``local``: fairseq2's sampler in this process. ``vllm``: vLLM engines in Ray actors
-    (Math500 × 50 samples at 8B: minutes on GPUs instead of GPU-hours)."""
-    replicas: int = 1
-    """``vllm``: engines; the prompts are split evenly over them."""
-    tensor_parallel_size: int = 1
-    """``vllm``: GPUs per engine."""
-    num_cpus_per_replica: float = 1.0
-    """``vllm``: Ray CPUs per actor; on a CPU machine also its threads."""
-    engine_args: dict[str, object] = field(default_factory=dict)
-    """``vllm``: passed to ``vllm.LLM`` (e.g. gpu_memory_utilization, max_num_seqs)."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """``vllm``: the serving dtype; ``auto``: model.dtype."""
-    generate_timeout_s: float = 1800.0
-    """A replica silent for longer is restarted and its prompts re-issued."""
-
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
-        checks.at_least("replicas", 1)
-        checks.at_least("tensor_parallel_size", 1)
-        checks.positive("num_cpus_per_replica")
-        checks.positive("generate_timeout_s")
-        return checks.result
+    ``vllm``: Math500 × 50 samples at 8B take minutes on GPUs instead of GPU-hours."""
 
     def rollout_section(self) -> RolloutGeneratorSection:
-        return RolloutGeneratorSection(
-            backend=self.backend,
-            replicas=self.replicas,
-            tensor_parallel_size=self.tensor_parallel_size,
-            num_cpus_per_replica=self.num_cpus_per_replica,
-            engine_args=dict(self.engine_args),
-            generate_timeout_s=self.generate_timeout_s,
-        )
+        """The rollout generator's section with these engine keys (the rest are unused)."""
+        engine = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(EngineSection)}
+        return RolloutGeneratorSection(**engine)
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,1 @@
+"""Configuration: every section of both recipes, the relations between keys, the presets."""

@@ -1,0 +1,1 @@
+"""What every layer uses: user errors, metric declarations, seeds, package-data paths."""

@@ -1,0 +1,1 @@
+"""A run's folder: its checkpoints, resuming into it, exporting from it."""

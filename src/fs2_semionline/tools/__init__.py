@@ -1,0 +1,1 @@
+"""User tools beside the recipes: the demo, the study, plots, the configuration reference."""
