@@ -1,5 +1,9 @@
 """Bad input through the real CLI, one test per kind: exit code 2, one line that names
-what is wrong, and no stack trace on stderr (the run's log file keeps it)."""
+what is wrong, and no stack trace on stderr (the run's log file keeps it).
+
+Most cases call the CLI's ``main`` in this process (``run_main``: the same code, its exit
+code from ``SystemExit``); two run it as a subprocess (``run_cli``), which holds the
+contract a shell sees: the exit code of the process and its stderr."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import pytest
 
 from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
-from helpers import run_cli
+from helpers import run_cli, run_main
 
 TRAIN = ["lm", "preference_finetune"]
 
@@ -63,11 +67,13 @@ def test_out_of_range_values_are_refused_before_anything_loads(tmp_path: Path) -
     assert "Loading" not in out.stderr  # no model was loaded
 
 
-def test_values_of_fairseq2_sections_and_relations_between_keys(tmp_path: Path) -> None:
-    out = run_cli([*TRAIN, str(tmp_path / "lr"), *_base(tmp_path), "optimizer.config.lr=-1"])
+def test_values_of_fairseq2_sections_and_relations_between_keys(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = run_main([*TRAIN, str(tmp_path / "lr"), *_base(tmp_path), "optimizer.config.lr=-1"], capfd)
     assert_one_line_error(out, "optimizer.config.lr must be >= 0, got -1.0")
-    out = run_cli(
-        [*TRAIN, str(tmp_path / "grpo"), *_base(tmp_path), "loss.name=grpo", "generator.sync_every_n_steps=2"]
+    out = run_main(
+        [*TRAIN, str(tmp_path / "grpo"), *_base(tmp_path), "loss.name=grpo", "generator.sync_every_n_steps=2"], capfd
     )
     assert_one_line_error(out, "loss.name=grpo", "generator.sync_every_n_steps=1")
 
@@ -83,29 +89,33 @@ def test_values_of_fairseq2_sections_and_relations_between_keys(tmp_path: Path) 
         ("generator.backend=vlm", ["generator.backend", "vlm", "Supported values are local, vllm"]),
     ],
 )
-def test_values_fairseq2_cannot_parse_name_the_key(tmp_path: Path, override: str, needles: list[str]) -> None:
-    out = run_cli([*TRAIN, str(tmp_path / "out"), *_base(tmp_path), override])
+def test_values_fairseq2_cannot_parse_name_the_key(
+    tmp_path: Path, override: str, needles: list[str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = run_main([*TRAIN, str(tmp_path / "out"), *_base(tmp_path), override], capfd)
     assert_one_line_error(out, "configuration: ", *needles)
 
 
-def test_files_and_folders(tmp_path: Path) -> None:
+def test_files_and_folders(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    out = run_cli([*TRAIN, str(tmp_path / "o1"), "--config-file", str(tmp_path / "missing.yaml"), "--no-rich"])
+    out = run_main([*TRAIN, str(tmp_path / "o1"), "--config-file", str(tmp_path / "missing.yaml"), "--no-rich"], capfd)
     assert_one_line_error(out, "missing.yaml does not point to a configuration file")
-    out = run_cli([*TRAIN, str(tmp_path / "o2"), "--preset", "tiny_online_dpo", "--config-file", "missing.yaml"])
+    out = run_main(
+        [*TRAIN, str(tmp_path / "o2"), "--preset", "tiny_online_dpo", "--config-file", "missing.yaml"], capfd
+    )
     assert_one_line_error(out, "--config-file missing.yaml: no such file")
-    out = run_cli([*TRAIN, str(a_file), *_base(tmp_path)])
+    out = run_main([*TRAIN, str(a_file), *_base(tmp_path)], capfd)
     assert_one_line_error(out, f"OUTPUT_DIR {a_file} is a file, not a folder")
-    out = run_cli([*TRAIN, "/proc/fs2_semionline_test", *_base(tmp_path)])  # unwritable, also for root
+    out = run_main([*TRAIN, "/proc/fs2_semionline_test", *_base(tmp_path)], capfd)  # unwritable, also for root
     assert_one_line_error(out, "OUTPUT_DIR /proc/fs2_semionline_test cannot be written")
-    out = run_cli(["data", "math500", str(a_file), "--out", str(a_file)])
+    out = run_main(["data", "math500", str(a_file), "--out", str(a_file)], capfd)
     assert_one_line_error(out, f"--out {a_file} is a file, not a folder")
 
 
-def test_unreachable_ray_cluster_is_one_line(tmp_path: Path) -> None:
-    out = run_cli(
-        [*TRAIN, str(tmp_path / "out"), *_base(tmp_path), "generator.backend=vllm", "ray.address=127.0.0.1:1"]
+def test_unreachable_ray_cluster_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = run_main(
+        [*TRAIN, str(tmp_path / "out"), *_base(tmp_path), "generator.backend=vllm", "ray.address=127.0.0.1:1"], capfd
     )
     assert_one_line_error(out, "ray.address=127.0.0.1:1: nothing answers at 127.0.0.1:1")
 
@@ -123,41 +133,46 @@ def test_training_counts_skipped_prompts_in_log_and_metrics(tmp_path: Path) -> N
     assert f"training prompts: skipped {too_long + 1} of 65" in out.stderr
 
 
-def test_data_for_less_than_one_sync_window_is_an_error(tmp_path: Path) -> None:
+def test_data_for_less_than_one_sync_window_is_an_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     # 16 prompts make 4 steps of 4, fewer than one window of s = 5 steps: no step could be taken.
-    out = run_cli(
+    out = run_main(
         [
             *TRAIN,
             str(tmp_path / "out"),
             *_base(tmp_path),
             "generator.sync_every_n_steps=5",
             "regime.checkpoint_every_n_steps=5",
-        ]
+        ],
+        capfd,
     )
     assert_one_line_error(out, "16 usable items make 4 step(s)", "fewer than one sync window of 5 steps")
 
 
-def test_lone_surrogate_names_file_line_and_field(tmp_path: Path) -> None:
+def test_lone_surrogate_names_file_line_and_field(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok", "answer": "1"}\n{"prompt": "a \\ud800 b", "answer": "1"}\n')
-    out = run_cli([*TRAIN, str(tmp_path / "out"), *_base(tmp_path), f"dataset.math_paths=[{bad}]"])
+    out = run_main([*TRAIN, str(tmp_path / "out"), *_base(tmp_path), f"dataset.math_paths=[{bad}]"], capfd)
     assert_one_line_error(out, f"{bad}:2: field 'prompt': not valid Unicode text: a lone surrogate '\\ud800'")
 
 
-def test_resume_refuses_another_configuration_and_logs_harmless_changes(tmp_path: Path) -> None:
+def test_resume_refuses_another_configuration_and_logs_harmless_changes(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     run_dir = tmp_path / "run"
-    first = run_cli([*TRAIN, str(run_dir), *_base(tmp_path)])
+    first = run_main([*TRAIN, str(run_dir), *_base(tmp_path)], capfd)
     assert first.returncode == 0, first.stderr[-3000:]
     config_yaml = (run_dir / "config.yaml").read_text()
 
-    refused = run_cli([*TRAIN, str(run_dir), *_base(tmp_path), "loss.name=grpo", "common.seed=5", "regime.num_steps=2"])
+    refused = run_main(
+        [*TRAIN, str(run_dir), *_base(tmp_path), "loss.name=grpo", "common.seed=5", "regime.num_steps=2"], capfd
+    )
     line = assert_one_line_error(refused, "holds a checkpoint (step 1) of another configuration")
     assert "common.seed (2 → 5)" in line and "loss.name ('dpo' → 'grpo')" in line and "num_steps" not in line
     assert (run_dir / "config.yaml").read_text() == config_yaml  # the folder's own config is back
     assert not (run_dir / "checkpoints" / "step_2").exists()
 
-    allowed = run_cli(
-        [*TRAIN, str(run_dir), *_base(tmp_path), "regime.num_steps=2", "regime.checkpoint_every_n_steps=2"]
+    allowed = run_main(
+        [*TRAIN, str(run_dir), *_base(tmp_path), "regime.num_steps=2", "regime.checkpoint_every_n_steps=2"], capfd
     )
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert (
@@ -168,17 +183,17 @@ def test_resume_refuses_another_configuration_and_logs_harmless_changes(tmp_path
     assert steps == [1, 2]
 
 
-def test_steps_run_again_after_a_resume_appear_once(tmp_path: Path) -> None:
+def test_steps_run_again_after_a_resume_appear_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A run whose last checkpoint is older than its last metric row (as after a kill;
     the SIGKILL test in test_preference_finetune.py does it for real) writes each step once."""
     run_dir = tmp_path / "run"
     base = _base(tmp_path)
-    first = run_cli([*TRAIN, str(run_dir), *base, "regime.num_steps=2"])
+    first = run_main([*TRAIN, str(run_dir), *base, "regime.num_steps=2"], capfd)
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.rmtree(run_dir / "checkpoints" / "step_2")  # as if killed after step 2's metrics, before its checkpoint
     with (run_dir / "metrics" / "train.jsonl").open("a") as f:
         f.write('{"Step": 3, "Loss": 0.5')  # and a row cut by the kill
-    again = run_cli([*TRAIN, str(run_dir), *base, "regime.num_steps=2"])
+    again = run_main([*TRAIN, str(run_dir), *base, "regime.num_steps=2"], capfd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Dropped 2 metric rows of steps after 1" in again.stderr
     steps = [json.loads(l)["Step"] for l in (run_dir / "metrics" / "train.jsonl").read_text().splitlines()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fs2_semionline import study
+from fs2_semionline.tools import study
 
 
 def test_seed_statistics_by_hand() -> None:

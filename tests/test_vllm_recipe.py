@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -119,13 +120,20 @@ def test_validation_through_the_generator_sees_the_weights_it_validates(
     assert policy[0] != policy[1]  # the steps are told apart: version-0 weights would show
 
 
-def test_resumed_run_repeats_the_uninterrupted_one_on_cpu(uninterrupted, ray_cluster, tmp_path: Path) -> None:
+def test_resumed_run_repeats_the_uninterrupted_one_on_cpu(
+    uninterrupted_out, uninterrupted, ray_cluster, tmp_path: Path
+) -> None:
+    """The uninterrupted run's folder as a kill after step 4's metrics and before its
+    checkpoint leaves it (no step-4 checkpoint): the resumed run starts from the step-2
+    checkpoint, drops the metric rows of steps 3-4 and writes them again, equal."""
     out = tmp_path / "out"
-    first = run_recipe(vllm_config(tmp_path, num_steps=2), out)
-    assert comparable(first) == comparable(uninterrupted[:2])
-    resumed = run_recipe(vllm_config(tmp_path, num_steps=4), out)  # resumes from the step-2 checkpoint
-    assert [r["Step"] for r in resumed] == [1, 2, 3, 4]  # the metric file is appended to
-    assert comparable(resumed[2:]) == comparable(uninterrupted[2:])
+    shutil.copytree(uninterrupted_out, out)
+    shutil.rmtree(out / "checkpoints" / "step_4")
+    resumed = run_recipe(vllm_config(uninterrupted_out.parent, num_steps=4), out)  # the same data files
+    assert [r["Step"] for r in resumed] == [1, 2, 3, 4]  # rows of steps 3-4 replaced, not appended
+    assert comparable(resumed) == comparable(uninterrupted)
+    assert valid_rows(out) == valid_rows(uninterrupted_out)
+    assert "Dropped" in (out / "logs" / "rank_0.log").read_text()
 
 
 def test_a_generator_killed_mid_run_costs_no_step_on_cpu(uninterrupted, ray_cluster, tmp_path: Path) -> None:
