@@ -68,8 +68,8 @@ def worker(model_name: str, parallelism: str, steps: int, bucket_mb: int) -> dic
 
     from fs2_semionline.generation.sharding import full_weight_buckets
     from fs2_semionline.glue.extension import tiny_math_config
+    from fs2_semionline.glue.hf_export import StreamingHFConverter
     from fs2_semionline.losses import dpo_loss, sequence_logprobs, token_stats
-    from fs2_semionline.runs.hf_export import StreamingHFConverter
 
     torch.set_num_threads(1)
     init_fairseq2()

@@ -94,7 +94,7 @@ def tiny_colocated(tmp: Path, quick: bool) -> dict[str, Any]:
     from fs2_semionline.generation.local import LocalGenerator
     from fs2_semionline.generation.protocol import SamplingConfig, rollouts
     from fs2_semionline.glue.extension import tiny_math_config
-    from fs2_semionline.runs.hf_export import StreamingHFConverter, export_hf_model
+    from fs2_semionline.glue.hf_export import StreamingHFConverter, export_hf_model
     from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())

@@ -75,7 +75,7 @@ def export_tiny(out_dir: Path) -> Path:
     from fairseq2.models.llama import get_llama_model_hub
 
     from fs2_semionline.glue.extension import tiny_math_config
-    from fs2_semionline.runs.hf_export import export_hf_model
+    from fs2_semionline.glue.hf_export import export_hf_model
 
     model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu"))
     tokenizer = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())

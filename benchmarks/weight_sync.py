@@ -43,7 +43,7 @@ def tiny_hf(out: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     from fairseq2.models.llama import get_llama_model_hub
 
     from fs2_semionline.glue.extension import tiny_math_config
-    from fs2_semionline.runs.hf_export import export_hf_model, to_hf_state_dict
+    from fs2_semionline.glue.hf_export import export_hf_model, to_hf_state_dict
 
     model = get_llama_model_hub().load_model("tiny_math_sft", device=torch.device("cpu"))
     tok = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())

@@ -34,7 +34,7 @@ GENERATOR_CHECK = textwrap.dedent("""
     from fs2_semionline.generation.colocated import ColocatedVLLMGenerator
     from fs2_semionline.generation.local import LocalGenerator
     from fs2_semionline.generation.protocol import GeneratorError, SamplingConfig, rollouts
-    from fs2_semionline.runs.hf_export import StreamingHFConverter, export_hf_model
+    from fs2_semionline.glue.hf_export import StreamingHFConverter, export_hf_model
     from fs2_semionline.core.paths import TINY_MATH_DATA_DIR, TINY_MATH_DIR
 
     tok = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig())

@@ -240,8 +240,8 @@ def test_every_objective_and_regime_trains_under_fsdp(tmp_path: Path, label: str
         from safetensors.torch import load_file
 
         from fs2_semionline.glue.extension import tiny_math_config
+        from fs2_semionline.glue.hf_export import to_hf_state_dict
         from fs2_semionline.runs.export import export_checkpoint, find_checkpoint
-        from fs2_semionline.runs.hf_export import to_hf_state_dict
 
         hf = export_checkpoint(find_checkpoint(out), tmp_path / "hf")
         expected = to_hf_state_dict(full_weights(out / "checkpoints" / "step_2"), tiny_math_config())

@@ -11,7 +11,7 @@ from fairseq2.nn import BatchLayout
 from fs2_semionline.core.paths import TINY_MATH_DIR
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.glue.extension import tiny_math_config
-from fs2_semionline.runs.hf_export import export_hf_model
+from fs2_semionline.glue.hf_export import export_hf_model
 
 
 def test_export_loads_in_transformers_with_matching_logits(tmp_path: Path, tiny_model, tiny_tokenizer) -> None:
@@ -48,7 +48,7 @@ def test_streaming_conversion_of_buckets_equals_converting_the_whole_state_dict(
     """The generator sync renames one bucket at a time; the result must be fairseq2's own
     conversion of the full state dict, tensor for tensor (q/k rotary permutation included)."""
     from fs2_semionline.generation.sharding import full_weight_buckets
-    from fs2_semionline.runs.hf_export import StreamingHFConverter, to_hf_state_dict
+    from fs2_semionline.glue.hf_export import StreamingHFConverter, to_hf_state_dict
 
     whole = to_hf_state_dict(tiny_model.state_dict(), tiny_math_config())
     convert = StreamingHFConverter.of(tiny_model.state_dict(), tiny_math_config())

@@ -30,7 +30,7 @@ def test_exported_reward_model_scores_what_training_scored(tiny_model, tiny_toke
     import copy
 
     from fs2_semionline.glue.extension import tiny_math_config
-    from fs2_semionline.runs.hf_export import export_hf_model
+    from fs2_semionline.glue.hf_export import export_hf_model
     from fs2_semionline.tiny.train_reward_model import REWARD_TOKEN, collate_pairs, sequence_rewards
 
     model = copy.deepcopy(tiny_model)

@@ -23,7 +23,7 @@ from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.generation.local import LocalGenerator
 from fs2_semionline.generation.protocol import Completion, SamplingConfig, rollouts
 from fs2_semionline.glue.extension import tiny_math_config
-from fs2_semionline.runs.hf_export import export_hf_model, to_hf_state_dict
+from fs2_semionline.glue.hf_export import export_hf_model, to_hf_state_dict
 from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
 SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=32)

@@ -51,7 +51,7 @@ def create_generator(
 
     from fs2_semionline.generation.vllm_engine import cuda_available
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
-    from fs2_semionline.runs.hf_export import StreamingHFConverter, export_hf_model
+    from fs2_semionline.glue.hf_export import StreamingHFConverter, export_hf_model
 
     resolver = get_dependency_resolver()
     store = resolver.resolve(AssetStore)

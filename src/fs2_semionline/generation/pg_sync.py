@@ -44,9 +44,13 @@ from fs2_semionline.generation.protocol import GeneratorError, WeightSyncTimeout
 Backend = Literal["gloo", "nccl"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port() -> int:
+    """A TCP port free on every address of this machine. The servers it is for (the
+    weight-sync TCPStore, torchrun's, Ray's) bind the wildcard address, so a port that
+    is free only on the address they advertise is not enough: a vLLM engine's own
+    listener on 127.0.0.1 made the store's bind fail while Ray's node address was free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind(("", 0))
         return int(sock.getsockname()[1])
 
 
@@ -182,7 +186,7 @@ class ProcessGroupWeightSender:
         old group aborted first if its last broadcast never completed)."""
         self.close(actors)
         host = self._host or _reachable_host()
-        port = free_port(host)
+        port = free_port()
         world_size = 1 + len(actors) * self._tp
         refs = [
             a.collective_rpc.remote(
@@ -193,7 +197,10 @@ class ProcessGroupWeightSender:
         try:
             self._group = SyncGroup(host, port, 0, world_size, self._backend, self._timeout_s)
         except Exception as err:
-            wait_all(refs, actors, self._timeout_s, "joining the weight-sync group")  # names a dead/slow replica
+            if isinstance(err, WeightSyncTimeout):  # a member never joined: name the replica
+                wait_all(refs, actors, self._timeout_s, "joining the weight-sync group")
+            # Otherwise this side failed (e.g. the store's bind): the workers wait for a
+            # store that never came, bounded by their own timeout, and die with the generator.
             raise GeneratorError(
                 f"joining the weight-sync group ({self._backend}, {host}:{port}) failed: {err}"
             ) from err

@@ -51,7 +51,7 @@ from fairseq2.task import Task
 from typing_extensions import override
 
 from fs2_semionline.config.evaluate import DEFAULT_NUM_SAMPLES, EvaluateConfig
-from fs2_semionline.core.errors import ConfigError, UserInputError, check_data_files, register_cli_errors
+from fs2_semionline.core.errors import ConfigError, UserInputError, check_data_files
 from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.prepare.common import dataset_name
 from fs2_semionline.data.prepare.test_sets import prepare_eval_set
@@ -74,6 +74,7 @@ from fs2_semionline.eval.sets import (
 )
 from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Sampler, SamplingConfig
+from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.glue.ray_cluster import RayCluster
 from fs2_semionline.rewards.math_pool import MathVerifyPool
 

@@ -52,7 +52,7 @@ from fs2_semionline.config.training import (
     RolloutGeneratorSection,
     ValidationSection,
 )
-from fs2_semionline.core.errors import ConfigError, register_cli_errors
+from fs2_semionline.core.errors import ConfigError
 from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.data.train_data import TrainingData, data_metrics, load_training_data, train_pipeline
@@ -60,6 +60,7 @@ from fs2_semionline.generation.factory import create_generator, serving_dtype, s
 from fs2_semionline.generation.gang import GangGenerator
 from fs2_semionline.generation.local import PolicySampler
 from fs2_semionline.generation.sharding import full_weight_buckets, is_sharded, model_family, shard_like_policy
+from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.glue.ray_cluster import RayCluster, check_local_placement
 from fs2_semionline.objectives import create_objective
 from fs2_semionline.recipes import ClosingTask

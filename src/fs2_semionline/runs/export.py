@@ -9,7 +9,7 @@ transformers and vLLM load as they are.
 The model is read with fairseq2's own checkpoint loader, which also merges FSDP shards
 (``sdp_00.pt``, ``sdp_01.pt``, ...), from the model card fairseq2 writes beside the
 checkpoints (``checkpoints/model.yaml``: family and config). The folder is written by
-:func:`fs2_semionline.runs.hf_export.export_hf_model`, the code path the vLLM generator's
+:func:`fs2_semionline.glue.hf_export.export_hf_model`, the code path the vLLM generator's
 seed export uses: safetensors weights, ``config.json`` with the tokenizer's real
 BOS/EOS/PAD ids, ``generation_config.json`` with every end-of-turn id, and the
 tokenizer files (from the run's tokenizer card).
@@ -83,7 +83,7 @@ def export_checkpoint(ref: CheckpointRef, out_dir: Path, *, dtype: torch.dtype |
     from fairseq2.utils.structured import StandardValueConverter
 
     from fs2_semionline.generation.factory import tokenizer_folder
-    from fs2_semionline.runs.hf_export import export_hf_model
+    from fs2_semionline.glue.hf_export import export_hf_model
 
     if fairseq2.runtime.dependency._resolver is None:  # not yet set up in this process
         fairseq2.init_fairseq2()

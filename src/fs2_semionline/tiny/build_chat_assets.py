@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
 
     from fs2_semionline.glue.extension import tiny_math_config
-    from fs2_semionline.runs.hf_export import export_hf_model
+    from fs2_semionline.glue.hf_export import export_hf_model
     from fs2_semionline.tiny.train_reward_model import REWARD_TOKEN
 
     rm_dir = assets / "reward_model"

@@ -39,10 +39,11 @@ from fairseq2.task import Task
 from fairseq2.trainer import TrainUnit
 from typing_extensions import override
 
-from fs2_semionline.core.errors import ConfigError, DataFileError, register_cli_errors
+from fs2_semionline.core.errors import ConfigError, DataFileError
 from fs2_semionline.data.encoding import MARKER, fairseq2_text_encoder, fill
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 from fs2_semionline.data.templates import EOT, TASK_TEMPLATES
+from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.glue.extension import TINY_MATH_ARCH
 from fs2_semionline.recipes import run_cli
 from fs2_semionline.runs.export import register_hf_exporter

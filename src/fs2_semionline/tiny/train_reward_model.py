@@ -8,7 +8,7 @@ reward starts at 0. The loss is Bradley–Terry, −log σ(r(x, y_c) − r(x, y_
 over pairs (fairseq2 divides the gradients by the number of pairs). Validation on
 held-out pairs reports ``pair_accuracy``, the checkpoint selection metric.
 
-:func:`fs2_semionline.runs.hf_export.export_hf_model` with ``reward_token`` writes the result
+:func:`fs2_semionline.glue.hf_export.export_hf_model` with ``reward_token`` writes the result
 as a ``LlamaForSequenceClassification`` folder whose score is the same number, which
 :class:`~fs2_semionline.rewards.reward_model.RewardModel` (and the reward-model Ray
 actors) load like any Hugging Face reward model.
@@ -54,9 +54,10 @@ from fairseq2.trainer import TrainUnit
 from torch import Tensor
 from typing_extensions import override
 
-from fs2_semionline.core.errors import ConfigError, register_cli_errors
+from fs2_semionline.core.errors import ConfigError
 from fs2_semionline.data.encoding import CONVERSATION, TextEncoder, fairseq2_text_encoder, fill
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
+from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.recipes import run_cli
 
 #: The token whose logit is the reward: ``<|finetune_right_pad_id|>``, which no

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from fs2_semionline.data.answers import final_boxes, join_boxes
 from fs2_semionline.data.jsonl import unusable_answer
 from fs2_semionline.data.prepare.common import (
     InputTable,
@@ -25,7 +26,6 @@ from fs2_semionline.data.prepare.common import (
     _write_outputs,
     expand_inputs,
 )
-from fs2_semionline.rewards.boxed import final_boxes, join_boxes
 
 #: Validation and test sizes of the paper's NuminaMath split (§3.1).
 DEFAULT_HELD_OUT_SIZE = 1_980
@@ -136,7 +136,7 @@ def prepare_numinamath(
     rows are which (``question_type``, ``answer``, ``synthetic``); NuminaMath-CoT does not,
     so its proof/multiple-choice rows are found by the problem's wording and options, and
     its reference answer is the solution's final answer: its last ``\\boxed{}`` with the boxes
-    that belong to it, joined (Math-Verify's rule, :mod:`~fs2_semionline.rewards.boxed`);
+    that belong to it, joined (Math-Verify's rule, :mod:`~fs2_semionline.data.answers`);
     ``stats.json`` counts the answers made of several boxes. Rows without a usable
     answer are dropped; problems are deduplicated (first copy kept) before the seeded split,
     so that no problem is in two splits.
