@@ -42,6 +42,7 @@ from fs2_semionline.generation.buckets import flatten_bucket, plan_buckets
 from fs2_semionline.generation.protocol import GeneratorError, WeightSyncTimeout
 
 Backend = Literal["gloo", "nccl"]
+_NAME_A_REPLICA_S = 10.0
 
 
 def free_port() -> int:
@@ -197,10 +198,13 @@ class ProcessGroupWeightSender:
         try:
             self._group = SyncGroup(host, port, 0, world_size, self._backend, self._timeout_s)
         except Exception as err:
-            if isinstance(err, WeightSyncTimeout):  # a member never joined: name the replica
-                wait_all(refs, actors, self._timeout_s, "joining the weight-sync group")
-            # Otherwise this side failed (e.g. the store's bind): the workers wait for a
-            # store that never came, bounded by their own timeout, and die with the generator.
+            # A dead or slow replica is named (its RPC failed, or is still out after a short
+            # wait), with this side's error; the wait is short because when this side
+            # failed (e.g. the store's bind) the workers wait for a store that never comes.
+            try:
+                wait_all(refs, actors, min(self._timeout_s, _NAME_A_REPLICA_S), "joining the weight-sync group")
+            except WeightSyncTimeout as slow:
+                raise WeightSyncTimeout(f"{slow}; on the trainer: {err}") from err
             raise GeneratorError(
                 f"joining the weight-sync group ({self._backend}, {host}:{port}) failed: {err}"
             ) from err
