@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.objectives import OBJECTIVES, LossSection
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig, PreferenceFinetuneRecipe
 
 CLI = [sys.executable, "-m", "fs2_semionline.cli"]
@@ -46,9 +47,12 @@ def run_main(args: list[str], capfd: pytest.CaptureFixture[str]) -> subprocess.C
     return subprocess.CompletedProcess(args, code, out, err)
 
 
-def tiny_config(tmp_path: Path, **loss: Any) -> PreferenceFinetuneConfig:
-    """A 2-step run on 64 tiny math prompts; ``loss`` sets ``loss.*`` keys, a dict value
-    a sub-section's (``dpo={"beta": 0.1}`` sets ``loss.dpo.beta``)."""
+def tiny_config(
+    tmp_path: Path, name: str = "dpo", *, entropy_coef: float = 0.0, **objective: Any
+) -> PreferenceFinetuneConfig:
+    """A 2-step run on 64 tiny math prompts with objective ``name``; ``objective`` sets
+    keys of its ``loss.config``, a dict value a sub-section's (``dpo={"beta": 0.1}``
+    sets ``loss.config.dpo.beta`` of ``group_dpo_grpo``)."""
     train = tmp_path / "train.jsonl"
     if not train.exists():
         train.write_text("\n".join((TINY_MATH_DATA_DIR / "train.jsonl").read_text().splitlines()[:64]) + "\n")
@@ -62,18 +66,20 @@ def tiny_config(tmp_path: Path, **loss: Any) -> PreferenceFinetuneConfig:
     config.regime.checkpoint_every_n_steps = 2
     config.common.metric_recorders.tensorboard.enabled = False
     config.reward.math.num_workers = 1
-    for key, value in loss.items():
-        if isinstance(value, dict):
-            section = getattr(config.loss, key)
-            for sub, v in value.items():
-                if not hasattr(section, sub):
-                    raise AttributeError(f"loss.{key} has no key {sub!r}")
-                setattr(section, sub, v)
-        else:
-            if not hasattr(config.loss, key):
-                raise AttributeError(f"loss has no key {key!r}")
-            setattr(config.loss, key, value)
+    config.loss = LossSection(name=name, config=OBJECTIVES[name].config_kls(), entropy_coef=entropy_coef)
+    set_keys(config.loss.config, objective, "loss.config")
     return config
+
+
+def set_keys(section: object, keys: dict[str, Any], where: str) -> None:
+    """Sets ``keys`` on a config dataclass, a dict value on the sub-section of that name."""
+    for key, value in keys.items():
+        if not hasattr(section, key):
+            raise AttributeError(f"{where} has no key {key!r}")
+        if isinstance(value, dict):
+            set_keys(getattr(section, key), value, f"{where}.{key}")
+        else:
+            setattr(section, key, value)
 
 
 def run_recipe(config: PreferenceFinetuneConfig, out_dir: Path) -> list[dict[str, object]]:

@@ -57,7 +57,7 @@ def test_out_of_range_values_are_refused_before_anything_loads(tmp_path: Path) -
         "generator.top_p": "2",
         "generator.max_gen_len": "0",
         "generator.replicas": "0",
-        "loss.dpo.beta": "-0.1",
+        "loss.config.beta": "-0.1",
         "reward.math.num_workers": "0",
         "validation.num_samples": "0",
     }
@@ -94,6 +94,22 @@ def test_values_fairseq2_cannot_parse_name_the_key(
 ) -> None:
     out = run_main([*TRAIN, str(tmp_path / "out"), *_base(tmp_path), override], capfd)
     assert_one_line_error(out, "configuration: ", *needles)
+
+
+def test_loss_config_is_the_named_objectives(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """``loss.config`` is structured by the objective registry: the name alone switches
+    objective, a key of another objective is named with its owners, an old key with its
+    new place."""
+    out = run_main([*TRAIN, str(tmp_path / "o1"), *_base(tmp_path), "loss.name=grpo", "--dump-config"], capfd)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert "kl_beta: 0.001" in out.stdout and "beta: 0.1" not in out.stdout
+    args = ["loss.name=group_dpo", "loss.config.importance_sampling=truncated"]
+    out = run_main([*TRAIN, str(tmp_path / "o2"), *_base(tmp_path), *args], capfd)
+    assert_one_line_error(
+        out, "loss.config.importance_sampling: not a key of loss.name=group_dpo (a key of loss.name=dpo, grpo)"
+    )
+    out = run_main([*TRAIN, str(tmp_path / "o3"), *_base(tmp_path), "loss.dpo.beta=0.2"], capfd)
+    assert_one_line_error(out, "loss: unknown key(s) dpo (loss.dpo is now loss.config (loss.name=dpo or group_dpo")
 
 
 def test_files_and_folders(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

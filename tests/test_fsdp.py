@@ -205,7 +205,7 @@ def test_a_non_finite_forward_voids_the_step_on_every_rank(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("label", "config"),
     [
-        ("grpo", ["loss.name=grpo", "loss.grpo.kl_beta=0.001", "generator.sync_every_n_steps=1"]),
+        ("grpo", ["loss.name=grpo", "loss.config.kl_beta=0.001", "generator.sync_every_n_steps=1"]),
         (
             "group_dpo_grpo",
             [

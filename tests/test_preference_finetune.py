@@ -52,10 +52,10 @@ def test_checkpoint_interval_must_fall_on_sync_boundaries(tmp_path: Path) -> Non
     [
         ("offline_dpo", None, {"name": "dpo"}),
         ("semi_online_dpo", 2, {"name": "dpo"}),
-        ("online_dpo_nll", 1, {"name": "dpo", "dpo": {"nll_scale": 1.0, "length_normalize": True}}),
+        ("online_dpo_nll", 1, {"name": "dpo", "nll_scale": 1.0, "length_normalize": True}),
         ("group_dpo", 1, {"name": "group_dpo"}),
-        ("grpo", 1, {"name": "grpo", "grpo": {"kl_beta": 0.001}, "entropy_coef": 0.0001}),
-        ("group_dpo_grpo", 1, {"name": "group_dpo_grpo", "group_dpo_grpo": {"alpha": 0.01}}),
+        ("grpo", 1, {"name": "grpo", "kl_beta": 0.001, "entropy_coef": 0.0001}),
+        ("group_dpo_grpo", 1, {"name": "group_dpo_grpo", "alpha": 0.01}),
     ],
 )
 def test_every_method_trains_end_to_end(tmp_path: Path, label: str, sync: int | None, loss: dict[str, object]) -> None:
@@ -84,7 +84,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_nonfinite_loss_skips_the_step_and_leaves_weights_unchanged(tmp_path: Path, tiny_model) -> None:
     # β passes validation (finite, > 0) but overflows float32: β · 0 margin = inf · 0 = NaN.
-    config = tiny_config(tmp_path, name="dpo", dpo={"beta": 1e300})
+    config = tiny_config(tmp_path, name="dpo", beta=1e300)
     rows = run_recipe(config, tmp_path / "nan")
     assert [r["Skipped Steps"] for r in rows] == [1, 1]
     after = _weights(tmp_path / "nan" / "checkpoints" / "step_2")
@@ -314,9 +314,6 @@ def test_generator_options_that_cannot_apply_are_refused(tmp_path: Path) -> None
     config = tiny_config(tmp_path)
     config.generator.colocate = True  # with the local backend
     with pytest.raises(ConfigError, match="colocate=true .* needs generator.backend=vllm"):
-        check_config(config)
-    config = tiny_config(tmp_path, name="group_dpo", importance_sampling="truncated")
-    with pytest.raises(ConfigError, match="importance_sampling=truncated is defined for loss.name=dpo and grpo"):
         check_config(config)
     config = tiny_config(tmp_path, importance_sampling="truncated")
     config.generator.temperature = 0.7  # fairseq2's sampler scores the tempered distribution

@@ -22,10 +22,12 @@ from fairseq2.metrics import MetricBag
 from fairseq2.nn import BatchLayout
 
 from fs2_semionline.config.training import (
-    DPOSection,
-    GroupDPOGRPOSection,
-    GRPOSection,
-    LossSection,
+    DPOConfig,
+    DPOTermConfig,
+    GroupDPOConfig,
+    GroupDPOGRPOConfig,
+    GRPOConfig,
+    GRPOTermConfig,
     ReferenceSyncSection,
     RolloutGeneratorSection,
 )
@@ -33,7 +35,7 @@ from fs2_semionline.data.batches import PairBatch, PromptBatch
 from fs2_semionline.data.jsonl import PairExample, PromptExample
 from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
-from fs2_semionline.objectives import create_objective
+from fs2_semionline.objectives import LossSection, build_objective
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.units.preference import PreferenceUnit
 from fs2_semionline.units.schedule import RolloutSchedule
@@ -132,7 +134,7 @@ def make_case(
     )
     unit = PreferenceUnit(
         policy,
-        create_objective(loss),
+        build_objective(loss),
         tokenizer,
         reference=reference,
         schedule=schedule,
@@ -210,12 +212,8 @@ def mean_entropy(case: Case, models, rows: list[tuple[int, int]]) -> float:
     return sum(ents) / len(ents)
 
 
-def _dpo(beta: float, **kw: object):
-    return DPOSection(beta=beta, **kw)  # type: ignore[arg-type]
-
-
-def _loss(name: str, **sections: object) -> LossSection:
-    return LossSection(name=name, **sections)  # type: ignore[arg-type]
+def _loss(name: str, config: object, entropy_coef: float = 0.0) -> LossSection:
+    return LossSection(name=name, config=config, entropy_coef=entropy_coef)
 
 
 APPROX = {"rel": 1e-5, "abs": 1e-6}
@@ -227,7 +225,7 @@ PAIRS = [[RIGHT, WRONG], [WRONG, RIGHT], [RIGHT, RIGHT], [WRONG, WRONG]]
 
 def test_dpo_step_loss_n_and_every_metric(tiny_tokenizer, models, pool) -> None:
     beta = 0.5
-    case = make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", dpo=_dpo(beta)))
+    case = make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", DPOConfig(beta=beta)))
     loss, m = run_step(case)
 
     t0, pc0, pr0 = dpo_term(case, models, 0, 0, 1, beta)
@@ -268,15 +266,15 @@ def test_dpo_step_loss_n_and_every_metric(tiny_tokenizer, models, pool) -> None:
 
 
 def test_two_micro_batches_give_the_one_batch_loss(tiny_tokenizer, models, pool) -> None:
-    whole, _ = run_step(make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", dpo=_dpo(0.5))))
-    split, m = run_step(make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", dpo=_dpo(0.5))), num_micro=2)
+    whole, _ = run_step(make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", DPOConfig(beta=0.5))))
+    split, m = run_step(make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", DPOConfig(beta=0.5))), num_micro=2)
     assert split == pytest.approx(whole, rel=1e-6)
     assert m["num_pairs"] == 2 and m["skipped_prompts"] == 2  # counted once per step, not per call
 
 
 def test_dpo_nll_term_is_logged(tiny_tokenizer, models, pool) -> None:
     beta, scale = 0.5, 0.3
-    case = make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", dpo=_dpo(beta, nll_scale=scale)))
+    case = make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", DPOConfig(beta=beta, nll_scale=scale)))
     loss, m = run_step(case)
     t0, pc0, _ = dpo_term(case, models, 0, 0, 1, beta)
     t1, pc1, _ = dpo_term(case, models, 1, 1, 0, beta)
@@ -302,7 +300,7 @@ def group_dpo_terms(case: Case, models, beta: float) -> list[float]:
 
 def test_group_dpo_step(tiny_tokenizer, models, pool) -> None:
     beta = 0.5
-    case = make_case(tiny_tokenizer, models, pool, GROUPS, _loss("group_dpo", dpo=_dpo(beta, nll_scale=0.2)))
+    case = make_case(tiny_tokenizer, models, pool, GROUPS, _loss("group_dpo", GroupDPOConfig(beta=beta, nll_scale=0.2)))
     loss, m = run_step(case)
     per_prompt = group_dpo_terms(case, models, beta)
     policy = models[0]
@@ -351,7 +349,7 @@ def grpo_terms(case: Case, models, pattern: list[list[bool]], kl_beta: float) ->
 
 def test_grpo_step(tiny_tokenizer, models, pool) -> None:
     kl_beta = 0.05
-    case = make_case(tiny_tokenizer, models, pool, GROUPS, _loss("grpo", grpo=GRPOSection(kl_beta=kl_beta)))
+    case = make_case(tiny_tokenizer, models, pool, GROUPS, _loss("grpo", GRPOConfig(kl_beta=kl_beta)))
     loss, m = run_step(case)
     per_prompt, kls = grpo_terms(case, models, GROUPS, kl_beta)
     assert loss == pytest.approx(sum(per_prompt) / 2, **APPROX)
@@ -365,9 +363,7 @@ def test_group_dpo_grpo_step_logs_both_terms_and_the_kl(tiny_tokenizer, models, 
     beta, alpha, kl_beta = 0.5, 0.1, 0.05
     loss_config = _loss(
         "group_dpo_grpo",
-        dpo=_dpo(beta),
-        grpo=GRPOSection(kl_beta=kl_beta),
-        group_dpo_grpo=GroupDPOGRPOSection(alpha=alpha),
+        GroupDPOGRPOConfig(dpo=DPOTermConfig(beta=beta), grpo=GRPOTermConfig(kl_beta=kl_beta), alpha=alpha),
     )
     case = make_case(tiny_tokenizer, models, pool, GROUPS, loss_config)
     loss, m = run_step(case)
@@ -381,15 +377,15 @@ def test_group_dpo_grpo_step_logs_both_terms_and_the_kl(tiny_tokenizer, models, 
 
 def test_entropy_regulariser_is_added_for_any_objective(tiny_tokenizer, models, pool) -> None:
     coef = 0.3
-    plain, _ = run_step(make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", dpo=_dpo(0.5))))
-    case = make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", dpo=_dpo(0.5), entropy_coef=coef))
+    plain, _ = run_step(make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", DPOConfig(beta=0.5))))
+    case = make_case(tiny_tokenizer, models, pool, PAIRS, _loss("dpo", DPOConfig(beta=0.5), entropy_coef=coef))
     loss, m = run_step(case)
     assert loss == pytest.approx(plain - coef * m["entropy"], **APPROX)
 
 
 def test_truncated_is_and_mismatch_metrics(tiny_tokenizer, models, pool) -> None:
     beta, shift, cap = 0.5, 0.01, 1.05
-    loss_config = _loss("dpo", dpo=_dpo(beta), importance_sampling="truncated", importance_cap=cap)
+    loss_config = _loss("dpo", DPOConfig(beta=beta, importance_sampling="truncated", importance_cap=cap))
     case = make_case(tiny_tokenizer, models, pool, PAIRS, loss_config, logprob_shift=shift)
     loss, m = run_step(case)
     weighted, over = [], 0
@@ -423,7 +419,7 @@ def test_fixed_pairs_are_a_dpo_selection(tiny_tokenizer, models) -> None:
     ]
     unit = PreferenceUnit(
         policy,
-        create_objective(_loss("dpo", dpo=_dpo(beta))),
+        build_objective(_loss("dpo", DPOConfig(beta=beta))),
         tiny_tokenizer,
         reference=reference,
         schedule=None,
@@ -450,7 +446,7 @@ def test_fixed_pairs_are_a_dpo_selection(tiny_tokenizer, models) -> None:
 
 
 def test_a_step_with_no_signal_anywhere_is_skipped(tiny_tokenizer, models, pool) -> None:
-    case = make_case(tiny_tokenizer, models, pool, [[RIGHT, RIGHT], [WRONG, WRONG]], _loss("dpo", dpo=_dpo(0.5)))
+    case = make_case(tiny_tokenizer, models, pool, [[RIGHT, RIGHT], [WRONG, WRONG]], _loss("dpo", DPOConfig(beta=0.5)))
     bag = MetricBag(CPU)
     case.unit.prepare_metric_bag(bag)
     case.unit.set_step_nr(1)

@@ -116,9 +116,40 @@ class RolloutGeneratorSection(SamplingSection, EngineSection):
         return checks.result
 
 
+MOVED_KEYS: dict[str, str] = {
+    "loss.dpo": "loss.config (loss.name=dpo or group_dpo; loss.config.dpo for group_dpo_grpo)",
+    "loss.grpo": "loss.config (loss.name=grpo; loss.config.grpo for group_dpo_grpo)",
+    "loss.group_dpo_grpo": "loss.config.alpha (loss.name=group_dpo_grpo)",
+    "loss.importance_sampling": "loss.config.importance_sampling (loss.name=dpo or grpo)",
+    "loss.importance_cap": "loss.config.importance_cap (loss.name=dpo or grpo)",
+}
+"""Keys of earlier releases → where they are now; an old config's error names the new key."""
+
+
 @dataclass(kw_only=True)
-class DPOSection:
-    """DPO's pairs (Eq. 3), also the pairs GroupDPO averages over (Eq. 4)."""
+class ImportanceSamplingConfig:
+    """The opt-in correction of the objectives that support it (``dpo``, ``grpo``)."""
+
+    importance_sampling: Literal["none", "truncated"] = "none"
+    """Correction for rollouts sampled by the generator's copy of the policy (older
+    weights, other kernels): ``truncated`` weights GRPO's tokens by min(π/μ, C) and DPO's
+    pairs by min(ρ(y_w)ρ(y_l), C), detached (losses/importance.py). Paper: none."""
+    importance_cap: float = 2.0
+    """C, the cap of the truncated importance weights."""
+
+    @property
+    def importance_cap_or_none(self) -> float | None:
+        """C when the correction is on, else None."""
+        return self.importance_cap if self.importance_sampling == "truncated" else None
+
+    def check_importance(self, checks: FieldChecks) -> FieldChecks:
+        checks.positive("importance_cap")
+        return checks
+
+
+@dataclass(kw_only=True)
+class DPOTermConfig:
+    """DPO's pair loss (Eq. 3), also the pairs GroupDPO averages over (Eq. 4)."""
 
     beta: float = 0.1
     """β of the log-ratio margin (Table 4: 0.1 verifiable, 0.01 non-verifiable)."""
@@ -129,16 +160,18 @@ class DPOSection:
     nll_length_normalize: bool = False
     """Divide the NLL term by the chosen response's length."""
 
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
+    def check_dpo(self, checks: FieldChecks) -> FieldChecks:
         checks.positive("beta")
         checks.at_least("nll_scale", 0.0, note=" (0 = off)")
-        return checks.result
+        return checks
+
+    def validate(self) -> ValidationResult:
+        return self.check_dpo(FieldChecks(self)).result
 
 
 @dataclass(kw_only=True)
-class GRPOSection:
-    """GRPO (Eq. 1), also the GRPO term of ``group_dpo_grpo``."""
+class GRPOTermConfig:
+    """GRPO's loss (Eq. 1), also the GRPO term of ``group_dpo_grpo``."""
 
     kl_beta: float = 0.001
     """Coefficient of the k3 KL to the reference (Table 4: 0.001; 0 = no reference)."""
@@ -147,49 +180,49 @@ class GRPOSection:
     normalize_advantage_std: bool = False
     """Divide advantages by the group's std (paper: off)."""
 
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
+    def check_grpo(self, checks: FieldChecks) -> FieldChecks:
         checks.at_least("kl_beta", 0.0, note=" (0 = no reference)")
-        return checks.result
+        return checks
+
+    def validate(self) -> ValidationResult:
+        return self.check_grpo(FieldChecks(self)).result
 
 
 @dataclass(kw_only=True)
-class GroupDPOGRPOSection:
-    """§4.2: L = L_GroupDPO + α · L_GRPO (the parts are set in ``loss.dpo``, ``loss.grpo``)."""
+class DPOConfig(ImportanceSamplingConfig, DPOTermConfig):
+    """``loss.name=dpo`` (Eq. 3): one pair per prompt."""
 
+    def validate(self) -> ValidationResult:
+        return self.check_importance(self.check_dpo(FieldChecks(self))).result
+
+
+@dataclass(kw_only=True)
+class GroupDPOConfig(DPOTermConfig):
+    """``loss.name=group_dpo`` (Eq. 4): every chosen × rejected pair of a prompt, averaged."""
+
+
+@dataclass(kw_only=True)
+class GRPOConfig(ImportanceSamplingConfig, GRPOTermConfig):
+    """``loss.name=grpo`` (Eq. 1): group-relative advantages, on-policy."""
+
+    def validate(self) -> ValidationResult:
+        return self.check_importance(self.check_grpo(FieldChecks(self))).result
+
+
+@dataclass(kw_only=True)
+class GroupDPOGRPOConfig:
+    """``loss.name=group_dpo_grpo`` (§4.2): L = L_GroupDPO + α · L_GRPO on the same responses."""
+
+    dpo: DPOTermConfig = field(default_factory=DPOTermConfig)
+    """The GroupDPO part."""
+    grpo: GRPOTermConfig = field(default_factory=GRPOTermConfig)
+    """The GRPO term."""
     alpha: float = 0.01
     """α (§4.2: 0.01 or 0.001)."""
 
     def validate(self) -> ValidationResult:
         checks = FieldChecks(self)
         checks.at_least("alpha", 0.0)
-        return checks.result
-
-
-@dataclass(kw_only=True)
-class LossSection:
-    """The objective (paper Eqs. 1, 3, 4; Table 4): each one reads its own section."""
-
-    name: Literal["dpo", "group_dpo", "grpo", "group_dpo_grpo"] = "dpo"
-    """``dpo`` (Eq. 3: ``loss.dpo``), ``group_dpo`` (Eq. 4: ``loss.dpo``), ``grpo`` (Eq. 1:
-    ``loss.grpo``), ``group_dpo_grpo`` (§4.2: all three sections)."""
-    dpo: DPOSection = field(default_factory=DPOSection)
-    grpo: GRPOSection = field(default_factory=GRPOSection)
-    group_dpo_grpo: GroupDPOGRPOSection = field(default_factory=GroupDPOGRPOSection)
-    entropy_coef: float = 0.0
-    """Any objective: weight of the mean negative entropy of rollout tokens (§4.2; 0 = off)."""
-    importance_sampling: Literal["none", "truncated"] = "none"
-    """Correction for rollouts sampled by the generator's copy of the policy (older
-    weights, other kernels): ``truncated`` weights GRPO's tokens by min(π/μ, C) and DPO's
-    pairs by min(ρ(y_w)ρ(y_l), C), detached (losses/importance.py). ``dpo`` and
-    ``grpo`` only. Paper: none."""
-    importance_cap: float = 2.0
-    """C, the cap of the truncated importance weights."""
-
-    def validate(self) -> ValidationResult:
-        checks = FieldChecks(self)
-        checks.finite("entropy_coef")
-        checks.positive("importance_cap")
         return checks.result
 
 

@@ -48,13 +48,24 @@ def _describe_parse_error(ex: BaseException) -> str:
             path.append(f"[{element[1]}]")
             reasons = []
         elif extra:
-            reasons.append(f"unknown key(s) {extra[1]} (--dump-config lists every key)")
+            reasons.append(f"unknown key(s) {extra[1]}{_moved(path, extra[1])} (--dump-config lists every key)")
         elif not msg.startswith(_GENERIC):
             reasons.append(msg)
         err = err.__cause__
     key = ".".join(path).replace(".[", "[")
     reason = " ".join(reasons) or str(ex)
     return f"{key}: {reason}" if key else reason
+
+
+def _moved(path: list[str], keys: str) -> str:
+    """Where the unknown ``keys`` under ``path`` went, for keys of an earlier release."""
+    from fs2_semionline.config.training import MOVED_KEYS
+
+    prefix = "".join(f"{p}." for p in path)
+    moved = [
+        f"{prefix}{k} is now {MOVED_KEYS[prefix + k]}" for k in re.split(r"[,\s]+", keys) if prefix + k in MOVED_KEYS
+    ]
+    return f" ({'; '.join(moved)})" if moved else ""
 
 
 class _OneLineOnConsole(logging.Filter):

@@ -10,9 +10,9 @@ t. Per sampled token y_k of a response y:
 mean and max |δ_k| and ρ(y) measure the mismatch: kernel noise only at s = 1, growing
 with s as θ moves away from θ_v (semi-online), largest offline.
 
-Truncated importance sampling (``loss.importance_sampling: truncated``) reweights the
+Truncated importance sampling (``loss.config.importance_sampling: truncated``) reweights the
 gradient towards what it would be had the rollouts come from π_θ, with weights capped
-at C (``loss.importance_cap``) so their variance stays bounded. The weights are
+at C (``loss.config.importance_cap``) so their variance stays bounded. The weights are
 detached: they scale the gradient and carry none.
 
 - GRPO, per token (the correction of "Your Efficient RL Framework Secretly Brings You

@@ -1,13 +1,9 @@
-"""Training objectives as strategies, registered by ``loss.name``: each selects what
+"""Training objectives as strategies, registered as fairseq2 components by ``loss.name`` (``registry.py``): each selects what
 to train on from the rewards and computes its loss on the selection
 (:class:`~fs2_semionline.objectives.base.Objective`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from fs2_semionline.config.training import LossSection
-from fs2_semionline.core.metrics import Metric
 from fs2_semionline.objectives.base import (
     AdvantageGroup,
     Item,
@@ -23,6 +19,18 @@ from fs2_semionline.objectives.base import (
 from fs2_semionline.objectives.dpo import DPOObjective, fixed_pairs
 from fs2_semionline.objectives.group_dpo import GroupDPOGRPOObjective, GroupDPOObjective
 from fs2_semionline.objectives.grpo import GRPOObjective
+from fs2_semionline.objectives.registry import (
+    OBJECTIVES,
+    LossSection,
+    ObjectiveEntry,
+    all_objective_metrics,
+    build_objective,
+    create_objective,
+    objective_traits,
+    objectives_configured_by,
+    objectives_with,
+    register_objectives,
+)
 
 __all__ = [
     "OBJECTIVES",
@@ -33,6 +41,8 @@ __all__ = [
     "GroupDPOObjective",
     "Item",
     "LossOutput",
+    "LossSection",
+    "ObjectiveEntry",
     "Objective",
     "PreferenceGroup",
     "PreferencePair",
@@ -41,51 +51,11 @@ __all__ = [
     "Scores",
     "Traits",
     "all_objective_metrics",
+    "build_objective",
     "create_objective",
     "objective_traits",
+    "objectives_configured_by",
     "objectives_with",
+    "register_objectives",
     "fixed_pairs",
 ]
-
-
-def _cap(config: LossSection) -> float | None:
-    return config.importance_cap if config.importance_sampling == "truncated" else None
-
-
-OBJECTIVES: dict[str, tuple[type[Objective], Callable[[LossSection], Objective]]] = {
-    "dpo": (DPOObjective, lambda c: DPOObjective(c.dpo, importance_cap=_cap(c))),
-    "group_dpo": (GroupDPOObjective, lambda c: GroupDPOObjective(c.dpo)),
-    "grpo": (GRPOObjective, lambda c: GRPOObjective(c.grpo, importance_cap=_cap(c))),
-    "group_dpo_grpo": (GroupDPOGRPOObjective, lambda c: GroupDPOGRPOObjective(c.dpo, c.grpo, c.group_dpo_grpo.alpha)),
-}
-"""``loss.name`` → (strategy class, factory from the loss section)."""
-
-
-def create_objective(config: LossSection) -> Objective:
-    _kind(config.name)
-    return OBJECTIVES[config.name][1](config)
-
-
-def objective_traits(name: str) -> Traits:
-    """What ``loss.name`` accepts (its class's declaration)."""
-    return _kind(name).TRAITS
-
-
-def objectives_with(trait: str) -> list[str]:
-    """The ``loss.name`` values whose objective declares ``trait``."""
-    return [name for name, (kls, _) in OBJECTIVES.items() if getattr(kls.TRAITS, trait)]
-
-
-def _kind(name: str) -> type[Objective]:
-    try:
-        return OBJECTIVES[name][0]
-    except KeyError:
-        raise ValueError(f"loss.name: unknown objective {name!r}; known: {sorted(OBJECTIVES)}") from None
-
-
-def all_objective_metrics() -> dict[str, Metric]:
-    """Every metric any objective can log (registered as fairseq2 descriptors)."""
-    out: dict[str, Metric] = {}
-    for kls, _ in OBJECTIVES.values():
-        out |= kls.METRICS
-    return out

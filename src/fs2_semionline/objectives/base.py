@@ -142,8 +142,6 @@ class Traits:
     on_policy_only: bool = False
     """Trains only on rollouts of the current weights: ``generator.sync_every_n_steps=1``
     (GRPO, paper §2.3)."""
-    importance_sampling: bool = False
-    """Supports ``loss.importance_sampling=truncated`` (weights from the generator's log-probs)."""
     fixed_pairs: bool = False
     """Trains on pairs read from ``dataset.pairs_path`` (offline DPO form (b))."""
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from fs2_semionline.config.training import DPOSection
+from fs2_semionline.config.training import DPOConfig, DPOTermConfig
 from fs2_semionline.core.metrics import Metric
 from fs2_semionline.data.jsonl import PairExample
 from fs2_semionline.losses import dpo_loss, truncated_weights
@@ -49,7 +49,7 @@ SIDE_METRICS: dict[str, Metric] = {
 }
 
 
-def side_metric_names(config: DPOSection) -> list[str]:
+def side_metric_names(config: DPOTermConfig) -> list[str]:
     """The side metrics a preference objective logs: the NLL term only when it is trained."""
     return [n for n in SIDE_METRICS if n != "nll_loss" or config.nll_scale != 0.0]
 
@@ -82,12 +82,12 @@ def fixed_pairs(pairs: Sequence[PairExample]) -> list[PreferencePair]:
 
 class DPOObjective:
     METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **IS_METRIC}
-    TRAITS: ClassVar[Traits] = Traits(importance_sampling=True, fixed_pairs=True)
+    TRAITS: ClassVar[Traits] = Traits(fixed_pairs=True)
 
-    def __init__(self, config: DPOSection, *, importance_cap: float | None = None) -> None:
-        """``importance_cap``: C of the truncated importance weights (None: no correction)."""
+    def __init__(self, config: DPOConfig) -> None:
         self.config = config
-        self.importance_cap = importance_cap
+        self.importance_cap = config.importance_cap_or_none
+        """C of the truncated importance weights (None: no correction)."""
 
     @property
     def needs_reference(self) -> bool:

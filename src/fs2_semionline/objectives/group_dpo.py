@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from fs2_semionline.config.training import DPOSection, GRPOSection
+from fs2_semionline.config.training import DPOTermConfig, GroupDPOGRPOConfig
 from fs2_semionline.core.metrics import Metric
 from fs2_semionline.losses import group_dpo_loss, grpo_loss, sum_by_group
 from fs2_semionline.objectives.base import (
@@ -35,7 +35,7 @@ class GroupDPOObjective:
     METRICS: ClassVar[dict[str, Metric]] = dict(SIDE_METRICS)
     TRAITS: ClassVar[Traits] = Traits()
 
-    def __init__(self, config: DPOSection) -> None:
+    def __init__(self, config: DPOTermConfig) -> None:
         self.config = config
 
     @property
@@ -109,10 +109,10 @@ class GroupDPOGRPOObjective(GroupDPOObjective):
 
     METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **GRPO_METRICS}
 
-    def __init__(self, config: DPOSection, grpo: GRPOSection, alpha: float) -> None:
-        super().__init__(config)
-        self.grpo = grpo
-        self.alpha = alpha
+    def __init__(self, config: GroupDPOGRPOConfig) -> None:
+        super().__init__(config.dpo)
+        self.grpo = config.grpo
+        self.alpha = config.alpha
 
     def metric_names(self) -> tuple[str, ...]:
         return (*super().metric_names(), "grpo_loss", *(("kl",) if self.grpo.kl_beta != 0.0 else ()))

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from fs2_semionline.config.training import GRPOSection
+from fs2_semionline.config.training import GRPOConfig
 from fs2_semionline.core.metrics import Metric
 from fs2_semionline.losses import grpo_loss, truncated_weights
 from fs2_semionline.objectives.base import (
@@ -34,11 +34,11 @@ GRPO_METRICS: dict[str, Metric] = {
 
 class GRPOObjective:
     METRICS: ClassVar[dict[str, Metric]] = {**GRPO_METRICS, **IS_METRIC}
-    TRAITS: ClassVar[Traits] = Traits(on_policy_only=True, importance_sampling=True)
+    TRAITS: ClassVar[Traits] = Traits(on_policy_only=True)
 
-    def __init__(self, config: GRPOSection, *, importance_cap: float | None = None) -> None:
+    def __init__(self, config: GRPOConfig) -> None:
         self.config = config
-        self.importance_cap = importance_cap
+        self.importance_cap = config.importance_cap_or_none
 
     @property
     def needs_reference(self) -> bool:

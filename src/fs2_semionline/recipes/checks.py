@@ -10,7 +10,7 @@ from typing import Any
 
 from fairseq2.utils.validation import StandardObjectValidator, ValidationError, ValidationResult
 
-from fs2_semionline.config.training import RolloutGeneratorSection
+from fs2_semionline.config.training import ImportanceSamplingConfig, RolloutGeneratorSection
 from fs2_semionline.core.errors import ConfigError, check_data_files
 from fs2_semionline.objectives import objective_traits, objectives_with
 
@@ -78,19 +78,14 @@ def check_config(config: Any) -> None:
         raise ConfigError("validation.chat_paths are scored by the reward model: set reward.model.name")
     if gen.colocate and gen.backend != "vllm":
         raise ConfigError("generator.colocate=true colocates a vLLM engine: it needs generator.backend=vllm")
-    if loss.importance_sampling == "truncated":
-        if not traits.importance_sampling:
-            raise ConfigError(
-                "loss.importance_sampling=truncated is defined for "
-                f"loss.name={_one_of('importance_sampling', ' and ')}, got {loss.name}"
-            )
+    if isinstance(loss.config, ImportanceSamplingConfig) and loss.config.importance_sampling == "truncated":
         if dataset.pairs_path is not None:
             raise ConfigError(
-                "loss.importance_sampling=truncated needs rollouts with their log-probs, not dataset.pairs_path"
+                "loss.config.importance_sampling=truncated needs rollouts with their log-probs, not dataset.pairs_path"
             )
         if not generator_logprobs(gen):
             raise ConfigError(
-                "loss.importance_sampling=truncated needs the generator's log-probs: generator.backend=vllm, or "
+                "loss.config.importance_sampling=truncated needs the generator's log-probs: generator.backend=vllm, or "
                 f"local at generator.temperature 1 (fairseq2's sampler scores tempered tokens), got {gen.temperature}"
             )
     if valid.sampler == "generator" and not validates_through_generator(config):

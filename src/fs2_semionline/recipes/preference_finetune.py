@@ -46,7 +46,6 @@ from typing_extensions import override
 
 from fs2_semionline.config.shared import RaySection, RewardSection
 from fs2_semionline.config.training import (
-    LossSection,
     PromptDataSection,
     ReferenceSyncSection,
     RolloutGeneratorSection,
@@ -62,7 +61,7 @@ from fs2_semionline.generation.local import PolicySampler
 from fs2_semionline.generation.sharding import full_weight_buckets, is_sharded, model_family, shard_like_policy
 from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.glue.ray_cluster import RayCluster, check_local_placement
-from fs2_semionline.objectives import create_objective
+from fs2_semionline.objectives import LossSection, create_objective, register_objectives
 from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.recipes.checks import (
     check_config_files,
@@ -127,6 +126,7 @@ class PreferenceFinetuneRecipe(Recipe):
         register_reference_model(container, "reference_model")
         register_cli_errors(container)
         register_hf_exporter(container)
+        register_objectives(container)
         for name, metric in (train_metrics() | VALID_METRICS).items():
             container.collection.register_instance(MetricDescriptor, metric.descriptor(name))
 
@@ -161,7 +161,7 @@ class PreferenceFinetuneRecipe(Recipe):
         )
         if last_step is None:
             context.metric_recorder.record_metric_values("data", data_metrics(data), step_nr=0)
-        objective = create_objective(config.loss)
+        objective = create_objective(context.resolver, config.loss)
         reference = None
         if objective.needs_reference:
             reference = context.get_model_as(CausalLM, "reference_model")

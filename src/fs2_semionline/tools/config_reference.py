@@ -98,6 +98,14 @@ def _rows(obj: Any, prefix: str) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+_HEAD = "\n| key | type | default | meaning |\n|---|---|---|---|"
+
+
+def _table(rows: list[tuple[str, str, str, str]]) -> list[str]:
+    lines = [f"| `{key}` | {tp} | {default} | {doc.replace('|', chr(92) + '|')} |" for key, tp, default, doc in rows]
+    return [*lines, ""]
+
+
 def render(recipes: dict[str, type]) -> str:
     out = [HEADER]
     for recipe, kls in recipes.items():
@@ -110,15 +118,25 @@ def render(recipes: dict[str, type]) -> str:
             auto_doc = doc.startswith(type(section).__name__ + "(")  # dataclass's generated one
             if doc and not auto_doc and type(section).__module__.startswith("fs2_semionline"):
                 out.append(doc.splitlines()[0] + "\n")
-            out.append("\n| key | type | default | meaning |\n|---|---|---|---|")
+            out.append(_HEAD)
             if dataclasses.is_dataclass(section):
                 rows = _rows(section, f"{f.name}.")
             else:
                 rows = [(f.name, _type_name(f.type), _value(section), "")]
-            for key, tp, default, doc in rows:
-                meaning = doc.replace("|", "\\|")
-                out.append(f"| `{key}` | {tp} | {default} | {meaning} |")
-            out.append("")
+            kinds = getattr(section, "config_kinds", None)
+            if kinds:  # one row for ``config``; its keys per name in the tables below
+                inner = f"{f.name}.config."
+                first = next(i for i, r in enumerate(rows) if r[0].startswith(inner))
+                doc = _field_docs(type(section)).get("config", "")
+                rows = [r for r in rows if not r[0].startswith(inner)]
+                rows.insert(first, (f"{f.name}.config", "by name", "the name's defaults", doc))
+            out += _table(rows)
+            for name, config_kls in (kinds() if kinds else {}).items():
+                # A section whose ``config`` is the named component's own class (fairseq2's pattern).
+                out.append(f"\n#### `{f.name}.config` with `{f.name}.name={name}`\n")
+                out.append((inspect.getdoc(config_kls) or "").splitlines()[0] + "\n")
+                out.append(_HEAD)
+                out += _table(_rows(config_kls(), f"{f.name}.config."))
     return "\n".join(out).rstrip() + "\n"
 
 
