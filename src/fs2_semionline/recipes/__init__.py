@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,14 @@ class ClosingTask(Task):
     """A fairseq2 Task that also closes what the recipe started (actors, pools, Ray).
 
     fairseq2's task runner calls ``close()`` after ``run()`` however it ends (finished,
-    stopped, raised), so generator actors and worker pools never outlive their run.
+    stopped, raised), so generator actors and worker pools never outlive their run. The
+    stack closes in reverse order of starting, each even if another fails; a second
+    ``close()`` does nothing.
     """
 
-    def __init__(self, task: Any, closables: list[Any]) -> None:
+    def __init__(self, task: Any, stack: ExitStack) -> None:
         self._task = task
-        self._closables = closables
+        self._stack = stack
 
     def run(self) -> None:
         self._task.run()
@@ -96,17 +99,4 @@ class ClosingTask(Task):
         try:
             self._task.close()
         finally:
-            self.close_all(self._closables)
-
-    @staticmethod
-    def close_all(closables: list[Any]) -> None:
-        """Closes each once, in order, even if one of them fails."""
-        errors = []
-        while closables:
-            item = closables.pop(0)
-            try:
-                item.close()
-            except Exception as err:  # noqa: BLE001 - the others must still close
-                errors.append(err)
-        if errors:
-            raise errors[0]
+            self._stack.close()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -143,19 +144,15 @@ class EvalTask(Task):
                     dict(s.report.skipped),
                 )
         start = time.perf_counter()
-        closables: list[Any] = []
-        try:
-            sample = self._sampler(model, tokenizer, closables)
+        with ExitStack() as stack:  # the generator, then Ray, each even if the other fails
+            sample = self._sampler(model, tokenizer, stack)
             if config.dataset.task == "math":
                 self._run_math(sample, sets, num_samples, start)
             else:
                 self._run_chat(sample, sets, chat_ids, num_samples, start, reward_spec)
-        finally:
-            for closable in closables:
-                closable.close()
         self._step_nr = 1
 
-    def _sampler(self, model: CausalLM, tokenizer: Tokenizer, closables: list[Any]) -> Sampler:
+    def _sampler(self, model: CausalLM, tokenizer: Tokenizer, stack: ExitStack) -> Sampler:
         """fairseq2's sampler on ``model``, or vLLM replicas started from its weights."""
         config = self._config
         if config.generator.backend == "local":
@@ -166,9 +163,7 @@ class EvalTask(Task):
 
         if self._context.gangs.root.size > 1:
             raise ConfigError("generator.backend=vllm evaluates from one process: the replicas do the parallel work")
-        cluster = RayCluster(config.ray)
-        cluster.start()
-        closables.append(cluster)
+        stack.enter_context(closing(RayCluster(config.ray))).start()
         dtype = None if config.generator.dtype == "auto" else getattr(torch, config.generator.dtype)
         generator = create_generator(
             config.generator.rollout_section(),
@@ -182,8 +177,7 @@ class EvalTask(Task):
             family=config.model.family,
             arch=config.model.arch,
         )
-        closables.insert(0, generator)
-        return GeneratorSampler(generator)
+        return GeneratorSampler(stack.enter_context(closing(generator)))
 
     def _eval_files(self) -> list[Path]:
         """``dataset.paths`` as JSONL files: a math set given by dataset name

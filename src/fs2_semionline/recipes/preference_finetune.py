@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +62,7 @@ from fs2_semionline.generation.local import PolicySampler
 from fs2_semionline.generation.sharding import full_weight_buckets, is_sharded, model_family, shard_like_policy
 from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.glue.ray_cluster import RayCluster, check_local_placement
-from fs2_semionline.objectives import LossSection, create_objective, register_objectives
+from fs2_semionline.objectives import LossSection, Objective, create_objective, register_objectives
 from fs2_semionline.recipes import ClosingTask
 from fs2_semionline.recipes.checks import (
     check_config_files,
@@ -70,7 +71,7 @@ from fs2_semionline.recipes.checks import (
     validates_through_generator,
 )
 from fs2_semionline.rewards import MathVerifyPool
-from fs2_semionline.rewards.reward_model_actor import create_reward_scorer
+from fs2_semionline.rewards.reward_model_actor import RayRewardScorer, create_reward_scorer
 from fs2_semionline.runs.export import register_hf_exporter
 from fs2_semionline.runs.resume import prepare_output_dir
 from fs2_semionline.units.preference import PreferenceUnit, train_metrics
@@ -166,58 +167,72 @@ class PreferenceFinetuneRecipe(Recipe):
         if objective.needs_reference:
             reference = context.get_model_as(CausalLM, "reference_model")
             reference.eval().requires_grad_(False)
-        closables: list[Any] = []
+        stack = ExitStack()  # what the run starts, closed in reverse: rewards, generator, Ray
         try:
-            unit, generator, scorer, reward_model = self._unit(context, config, data, objective, reference, closables)
-            valid_units, valid_readers = [], []
-            if data.valid_examples:
-                valid = config.validation
-                sampler: Any = PolicySampler(policy_module, tokenizer, batch_size=valid.max_batch_size)
-                if unit.schedule is not None and validates_through_generator(config):
-                    sampler = BoundarySampler(generator, unit.schedule.hold_weights_of, fallback=sampler)
-                valid_units.append(
-                    ValidationUnit(
-                        sampler,
-                        valid,
-                        tasks=data.valid_tasks,
-                        max_gen_len=config.generator.max_gen_len,
-                        seed=config.common.seed,
-                        math_scorer=scorer,
-                        reward_model=reward_model,
-                    )
+            self._start_ray(context, config, data, stack)
+            schedule = self._rollouts(context, config, data, reference, stack)
+            if reference is not None and is_sharded(policy_module):
+                # After the generator took its seed weights from the full reference.
+                reference = shard_like_policy(
+                    reference, config.trainer, context.gangs, model_family(config.reference_model)
                 )
-                valid_readers.append(self._valid_reader(context, valid, data.valid_examples))
+                log.info("Reference model sharded like the policy (FSDP2 over {} ranks).", context.gangs.dp.size)
+            scorer, reward_model = self._rewards(config, data, stack)
+            unit = self._unit(context, config, data, objective, reference, schedule, scorer, reward_model)
+            valid_units, valid_readers = self._validation(context, config, data, schedule, scorer, reward_model)
             reader = self._reader(context, config, data)
-            task = ClosingTask(context.create_trainer(unit, reader, valid_units, valid_readers), closables)
+            task = ClosingTask(context.create_trainer(unit, reader, valid_units, valid_readers), stack)
         except BaseException:
-            ClosingTask.close_all(closables)
+            stack.close()
             raise
         atexit.register(task.close)  # a backstop if the process ends another way
         return task
 
-    def _unit(
+    def _validation(
         self,
         context: RecipeContext,
         config: PreferenceFinetuneConfig,
         data: TrainingData,
-        objective: Any,
-        reference: CausalLM | None,
-        closables: list[Any],
-    ) -> tuple[PreferenceUnit, Any, Any, Any]:
-        """The training unit and what it drives: Ray, the generator and the rewards
-        (each appended to ``closables``, closed in reverse order of need)."""
-        policy_module = context.get_model_as(CausalLM)
-        tokenizer = context.get_tokenizer()
+        schedule: RolloutSchedule | None,
+        scorer: MathVerifyPool | None,
+        reward_model: RayRewardScorer | None,
+    ) -> tuple[list[ValidationUnit], list[DataPipelineReader[ValidationBatch]]]:
+        """The held-out sets' unit, sampling through the generator on sync boundaries when it can."""
+        if not data.valid_examples:
+            return [], []
+        valid = config.validation
+        sampler: Any = PolicySampler(
+            context.get_model_as(CausalLM), context.get_tokenizer(), batch_size=valid.max_batch_size
+        )
+        if schedule is not None and validates_through_generator(config):
+            sampler = BoundarySampler(schedule.generator, schedule.hold_weights_of, fallback=sampler)
+        unit = ValidationUnit(
+            sampler,
+            valid,
+            tasks=data.valid_tasks,
+            max_gen_len=config.generator.max_gen_len,
+            seed=config.common.seed,
+            math_scorer=scorer,
+            reward_model=reward_model,
+        )
+        return [unit], [self._valid_reader(context, valid, data.valid_examples)]
+
+    @staticmethod
+    def _start_ray(
+        context: RecipeContext, config: PreferenceFinetuneConfig, data: TrainingData, stack: ExitStack
+    ) -> None:
+        """A Ray cluster when actors are needed (vLLM replicas on rank 0, a reward model);
+        on a CPU-only machine the trainer leaves the replicas their cores."""
         gen = config.generator
-        tasks = data.train_tasks | data.valid_tasks
-        dp_gang = context.gangs.dp
         if gen.colocate and context.gangs.root.size > 1:
             raise ConfigError(
                 f"generator.colocate=true puts one engine in a single trainer process; this run has "
                 f"{context.gangs.root.size} processes (use replicas on their own devices instead)"
             )
-        vllm_owner = bool(data.examples) and dp_gang.rank == 0 and gen.backend == "vllm"
-        if vllm_owner and not gen.colocate and config.ray.address is None and torch.cuda.is_available():
+        replicas_here = (
+            bool(data.examples) and context.gangs.dp.rank == 0 and gen.backend == "vllm" and not gen.colocate
+        )
+        if replicas_here and config.ray.address is None and torch.cuda.is_available():
             check_local_placement(
                 config.ray,
                 needed=gen.replicas * gen.tensor_parallel_size,
@@ -225,44 +240,69 @@ class PreferenceFinetuneRecipe(Recipe):
                 num_devices=torch.cuda.device_count(),
                 cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
             )
-        if (vllm_owner and not gen.colocate) or "chat" in tasks:  # actors live on Ray
-            cluster = RayCluster(config.ray)
-            cluster.start()
-            closables.append(cluster)
-        if vllm_owner and not gen.colocate:
-            closables.append(share_cpu_with_generator(gen, config.ray.address, config.ray.num_cpus))
-        generator, schedule = None, None
+        if replicas_here or "chat" in data.train_tasks | data.valid_tasks:
+            stack.enter_context(closing(RayCluster(config.ray))).start()
+        if replicas_here:
+            stack.enter_context(closing(share_cpu_with_generator(gen, config.ray.address, config.ray.num_cpus)))
+
+    def _rollouts(
+        self,
+        context: RecipeContext,
+        config: PreferenceFinetuneConfig,
+        data: TrainingData,
+        reference: CausalLM | None,
+        stack: ExitStack,
+    ) -> RolloutSchedule | None:
+        """The generator and the schedule of its syncs (None: fixed pairs, no rollouts)."""
+        if not data.examples:
+            return None
+        gen = config.generator
         dtype = serving_dtype(gen, config.trainer, config.model.dtype)
-        if data.examples:
-            generator = self._generator(context, config, policy_module, reference, tokenizer, dtype)
-            closables.insert(0, generator)
-            schedule = RolloutSchedule(
-                generator,
-                policy_module,
-                reference,
-                config=gen,
-                reference_sync=config.reference_sync,
-                seed=config.common.seed,
-                dp_gang=dp_gang,
-                sync_dtype=dtype if gen.backend == "vllm" else None,
-            )
-        if reference is not None and is_sharded(policy_module):
-            # After the generator took its seed weights from the full reference.
-            reference = shard_like_policy(
-                reference, config.trainer, context.gangs, model_family(config.reference_model)
-            )
-            log.info("Reference model sharded like the policy (FSDP2 over {} ranks).", dp_gang.size)
+        policy_module = context.get_model_as(CausalLM)
+        generator = self._generator(context, config, policy_module, reference, context.get_tokenizer(), dtype)
+        stack.enter_context(closing(generator))
+        return RolloutSchedule(
+            generator,
+            policy_module,
+            reference,
+            config=gen,
+            reference_sync=config.reference_sync,
+            seed=config.common.seed,
+            dp_gang=context.gangs.dp,
+            sync_dtype=dtype if gen.backend == "vllm" else None,
+        )
+
+    @staticmethod
+    def _rewards(
+        config: PreferenceFinetuneConfig, data: TrainingData, stack: ExitStack
+    ) -> tuple[MathVerifyPool | None, RayRewardScorer | None]:
+        """Math-Verify's pool for math prompts, the reward model's actor for chat prompts."""
+        tasks = data.train_tasks | data.valid_tasks
         scorer, reward_model = None, None
         if "math" in tasks:
-            scorer = MathVerifyPool(num_workers=config.reward.math.num_workers, timeout_s=config.reward.math.timeout_s)
-            closables.insert(0, scorer)
+            math = config.reward.math
+            scorer = stack.enter_context(
+                closing(MathVerifyPool(num_workers=math.num_workers, timeout_s=math.timeout_s))
+            )
         if "chat" in tasks:
-            reward_model = create_reward_scorer(config.reward.model)
-            closables.insert(0, reward_model)
+            reward_model = stack.enter_context(closing(create_reward_scorer(config.reward.model)))
+        return scorer, reward_model
+
+    @staticmethod
+    def _unit(
+        context: RecipeContext,
+        config: PreferenceFinetuneConfig,
+        data: TrainingData,
+        objective: Objective,
+        reference: CausalLM | None,
+        schedule: RolloutSchedule | None,
+        scorer: MathVerifyPool | None,
+        reward_model: RayRewardScorer | None,
+    ) -> PreferenceUnit:
         unit = PreferenceUnit(
             context.get_data_parallel_model(),
             objective,
-            tokenizer,
+            context.get_tokenizer(),
             reference=reference,
             schedule=schedule,
             scorer=scorer,
@@ -271,11 +311,11 @@ class PreferenceFinetuneRecipe(Recipe):
             entropy_coef=config.loss.entropy_coef,
             seed=config.common.seed,
             device=torch.device(str(context.device)),
-            dp_gang=dp_gang,
-            rollout_logprobs=generator_logprobs(gen),
+            dp_gang=context.gangs.dp,
+            rollout_logprobs=generator_logprobs(config.generator),
         )
         unit.void_updates_of(context.get_optimizer())
-        return unit, generator, scorer, reward_model
+        return unit
 
     @staticmethod
     def _generator(

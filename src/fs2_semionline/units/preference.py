@@ -29,7 +29,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
@@ -52,7 +51,7 @@ from fs2_semionline.losses import Mismatch, masked_mean, mismatch
 from fs2_semionline.objectives import Item, Objective, Response, Rollouts, Scores, all_objective_metrics, fixed_pairs
 from fs2_semionline.objectives.selection import SKIP_REASONS, PairingStats, RewardKind
 from fs2_semionline.rewards import MathVerifyPool
-from fs2_semionline.rewards.routing import score_responses
+from fs2_semionline.rewards.routing import RewardModelClient, score_responses
 from fs2_semionline.units.schedule import RolloutSchedule
 from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
@@ -125,7 +124,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         reference: CausalLM | None,
         schedule: RolloutSchedule | None,
         scorer: MathVerifyPool | None = None,
-        reward_model: Any = None,
+        reward_model: RewardModelClient | None = None,
         tasks: frozenset[str] = frozenset({"math"}),
         entropy_coef: float = 0.0,
         seed: int,
