@@ -7,7 +7,6 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from fairseq2.recipe.config import CommonSection, GangSection, ReferenceModelSection, TokenizerSection
 from fairseq2.utils.validation import ValidationResult
@@ -16,6 +15,7 @@ from fs2_semionline.config.fields import FieldChecks
 from fs2_semionline.config.shared import EngineSection, RaySection, RewardSection, SamplingSection
 from fs2_semionline.config.training import RolloutGeneratorSection
 from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
+from fs2_semionline.core.tasks import TaskName
 
 DEFAULT_NUM_SAMPLES = {"math": 50, "chat": 1}
 
@@ -30,7 +30,7 @@ class EvalDataSection:
     name as the Hub spells it (``HuggingFaceH4/MATH-500``, ``NAME:SPLIT`` for one split;
     loaded and cached by ``datasets.load_dataset``) or a folder (``save_to_disk``, or the
     set's parquet/JSONL files): problem/question and answer columns are found by name."""
-    task: Literal["math", "chat"] = "math"
+    task: TaskName = "math"
     """``math``: Figure 4 template, Math-Verify accuracy. ``chat``: Figure 5 template,
     generation only, exported for AlpacaEval 2.0 and Arena-Hard."""
     max_prompt_len: int | None = None

@@ -17,6 +17,7 @@ from fairseq2.logging import log
 
 from fs2_semionline.config.training import PromptDataSection, ValidationSection
 from fs2_semionline.core.errors import ConfigError
+from fs2_semionline.core.tasks import task_spec
 from fs2_semionline.data.batches import PairBatch, PromptBatch
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, PairExample, PromptExample, load_pairs, load_prompts
@@ -65,7 +66,7 @@ def load_training_data(
             template=TASK_TEMPLATES[task],
             encoder=encoder,
             max_prompt_len=max_prompt_len,
-            require_answer=task == "math",
+            require_answer=task_spec(task).needs_answer,
             report=report,
         )
 

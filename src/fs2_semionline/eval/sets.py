@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from fairseq2.logging import log
 
+from fs2_semionline.core.tasks import TASKS, TaskName
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.data.jsonl import LoadReport, PromptExample, load_prompts
 from fs2_semionline.data.templates import TASK_TEMPLATES
@@ -22,8 +22,6 @@ from fs2_semionline.eval.chat_eval import ChatGeneration, ChatIds, generate_chat
 from fs2_semionline.eval.math_eval import MathEvalResult, evaluate_math
 from fs2_semionline.generation.protocol import Sampler, SamplingConfig
 from fs2_semionline.rewards.math_pool import MathVerifyPool
-
-TaskName = Literal["math", "chat"]
 
 
 @dataclass
@@ -53,7 +51,7 @@ def load_eval_sets(paths: Sequence[Path], *, task: TaskName, encoder: TextEncode
             template=template,
             encoder=encoder,
             max_prompt_len=sys.maxsize,
-            require_answer=task == "math",
+            require_answer=TASKS[task].needs_answer,
             report=report,
         )
         sets.append(EvalSet(name, Path(path), examples, report))

@@ -42,7 +42,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+
+from fs2_semionline.core.tasks import RewardKind
 
 __all__ = [
     "RewardKind",
@@ -54,8 +55,6 @@ __all__ = [
     "select_pair_sets",
     "grpo_advantages",
 ]
-
-RewardKind = Literal["binary", "scalar"]
 
 #: Every reason a prompt can be skipped; all appear in :meth:`PairingStats.as_metrics`
 #: (as 0 when unused) so metric keys are the same at every step.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from fs2_semionline.core.tasks import TASKS
 from fs2_semionline.data.jsonl import PromptExample
 
 
@@ -28,12 +29,12 @@ def score_responses(
     the reward model's scalar for ``chat`` prompts. ``None`` = failed (never 0): the
     caller masks and counts it. One call per task, so each scorer sees a whole batch."""
     rewards: list[list[float | None]] = [[None] * len(rs) for rs in responses]
-    for task in ("math", "chat"):
-        rows = [i for i, e in enumerate(examples) if e.task == task]
+    for task in TASKS.values():
+        rows = [i for i, e in enumerate(examples) if e.task == task.name]
         if not rows:
             continue
         flat_responses = [r for i in rows for r in responses[i]]
-        if task == "chat":
+        if task.scorer == "reward_model":
             if reward_model is None:
                 raise ValueError("chat prompts need a reward model (reward.model)")
             flat = reward_model.score([examples[i].prompt for i in rows for _ in responses[i]], flat_responses)

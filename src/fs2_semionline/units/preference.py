@@ -44,12 +44,13 @@ from typing_extensions import override
 
 from fs2_semionline.core.metrics import Metric, MetricWriter, add_metrics
 from fs2_semionline.core.seeding import step_rng
+from fs2_semionline.core.tasks import RewardKind, task_spec
 from fs2_semionline.data.batches import PairBatch, PromptBatch, micro_range
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.generation.protocol import Completion
 from fs2_semionline.losses import Mismatch, masked_mean, mismatch
 from fs2_semionline.objectives import Item, Objective, Response, Rollouts, Scores, all_objective_metrics, fixed_pairs
-from fs2_semionline.objectives.selection import SKIP_REASONS, PairingStats, RewardKind
+from fs2_semionline.objectives.selection import SKIP_REASONS, PairingStats
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.routing import RewardModelClient, score_responses
 from fs2_semionline.units.schedule import RolloutSchedule
@@ -374,6 +375,5 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
 
 
 def _reward_kind(task: str) -> RewardKind:
-    """Math-Verify rewards are 0/1 (pair a random correct with a random incorrect
-    rollout); reward-model rewards are scalars (pair the best with the worst)."""
-    return "scalar" if task == "chat" else "binary"
+    """How the task's rewards pair (``core/tasks.py``)."""
+    return task_spec(task).reward_kind
