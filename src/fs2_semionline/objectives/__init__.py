@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from fs2_semionline.objectives.base import (
     AdvantageGroup,
-    Item,
+    GroupWithAdvantages,
+    ItemT,
     LossOutput,
     Objective,
     PreferenceGroup,
@@ -14,6 +15,7 @@ from fs2_semionline.objectives.base import (
     Response,
     Rollouts,
     Scores,
+    TrainItem,
     Traits,
 )
 from fs2_semionline.objectives.dpo import DPOObjective, fixed_pairs
@@ -39,7 +41,8 @@ __all__ = [
     "GRPOObjective",
     "GroupDPOGRPOObjective",
     "GroupDPOObjective",
-    "Item",
+    "GroupWithAdvantages",
+    "ItemT",
     "LossOutput",
     "LossSection",
     "ObjectiveEntry",
@@ -50,6 +53,7 @@ __all__ = [
     "Rollouts",
     "Scores",
     "Traits",
+    "TrainItem",
     "all_objective_metrics",
     "build_objective",
     "create_objective",

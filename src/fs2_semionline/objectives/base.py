@@ -1,13 +1,15 @@
 """What every objective shares: the typed selection it trains on, the scores it is
 given, what it returns, and the protocol that joins them.
 
-    rollouts + rewards ─► Objective.select ─► items (PreferencePair | PreferenceGroup
-    | AdvantageGroup), one per trained prompt ─► the unit scores their responses
-    (policy, reference and generator log-probs) ─► Objective.loss ─► LossOutput
+    rollouts + rewards ─► Objective[ItemT].select ─► items (PreferencePair,
+    PreferenceGroup, AdvantageGroup, GroupWithAdvantages), one per trained prompt ─►
+    the unit scores their responses (policy, reference and generator log-probs) ─►
+    Objective[ItemT].loss ─► LossOutput
 
 An item lists the responses it trains on (``responses``, in its own order); the unit
-flattens every item's responses into one batch in item order, and ``Scores.rows(i)``
-gives item i's rows back. An objective reads only its own item type.
+flattens every item's responses into one batch in item order (it sees only
+:class:`TrainItem`), and ``Scores.rows(i)`` gives item i's rows back. Each objective is
+generic in its own item type, so it reads its items without casts.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar, Protocol, Union
+from typing import ClassVar, Protocol, TypeVar
 
 import torch
 from torch import Tensor
 
 from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.losses import Mismatch, sequence_logprobs
-from fs2_semionline.objectives.selection import PairingStats, RewardKind
+from fs2_semionline.objectives.selection import PairingStats
 
 #: Logged by every objective that can correct for off-policy rollouts (truncated IS).
 IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
@@ -54,14 +57,14 @@ class PreferencePair:
 
 @dataclass(frozen=True)
 class PreferenceGroup:
-    """GroupDPO: every chosen and every rejected response of one prompt; with the GRPO
-    term (``group_dpo_grpo``) also each response's advantage, in ``responses`` order."""
+    """GroupDPO: every chosen and every rejected response of one prompt."""
 
     prompt_idx: int
     prompt_ids: tuple[int, ...]
     chosen: tuple[Response, ...]
     rejected: tuple[Response, ...]
-    advantages: tuple[float, ...] | None = None
+    rollout_idx: tuple[int, ...] = ()
+    """Each response's index among the prompt's rollouts, in ``responses`` order."""
 
     @property
     def responses(self) -> tuple[Response, ...]:
@@ -78,7 +81,40 @@ class AdvantageGroup:
     advantages: tuple[float, ...]
 
 
-Item = Union[PreferencePair, PreferenceGroup, AdvantageGroup]
+@dataclass(frozen=True)
+class GroupWithAdvantages:
+    """GroupDPO + GRPO: a GroupDPO group and each of its responses' GRPO advantage."""
+
+    group: PreferenceGroup
+    advantages: tuple[float, ...]
+
+    @property
+    def prompt_idx(self) -> int:
+        return self.group.prompt_idx
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        return self.group.prompt_ids
+
+    @property
+    def responses(self) -> tuple[Response, ...]:
+        return self.group.responses
+
+
+class TrainItem(Protocol):
+    """What the unit reads of any objective's item: which prompt, which responses."""
+
+    @property
+    def prompt_idx(self) -> int: ...
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]: ...
+
+    @property
+    def responses(self) -> tuple[Response, ...]: ...
+
+
+ItemT = TypeVar("ItemT", bound=TrainItem)
 
 
 @dataclass(frozen=True)
@@ -146,8 +182,8 @@ class Traits:
     """Trains on pairs read from ``dataset.pairs_path`` (offline DPO form (b))."""
 
 
-class Objective(Protocol):
-    """A training objective: which rollouts to train on, and the loss on them."""
+class Objective(Protocol[ItemT]):
+    """A training objective: which rollouts to train on (its own item type), and the loss on them."""
 
     METRICS: ClassVar[dict[str, Metric]]
     """Every metric this kind of objective can log (display names for fairseq2)."""
@@ -162,10 +198,10 @@ class Objective(Protocol):
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         """The reasons its selection can skip a prompt, given the batch's reward kinds."""
 
-    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[ItemT], PairingStats]:
         """Rewards → the items to train on, in prompt order; degenerate prompts are counted skips."""
 
-    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput: ...
+    def loss(self, items: Sequence[ItemT], scores: Scores) -> LossOutput: ...
 
 
 def preference_skip_reasons(kinds: frozenset[RewardKind]) -> tuple[str, ...]:

@@ -17,11 +17,11 @@ from torch import Tensor
 
 from fs2_semionline.config.training import DPOConfig, DPOTermConfig
 from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.data.jsonl import PairExample
 from fs2_semionline.losses import dpo_loss, truncated_weights
 from fs2_semionline.objectives.base import (
     IS_METRIC,
-    Item,
     LossOutput,
     PreferencePair,
     Response,
@@ -31,7 +31,7 @@ from fs2_semionline.objectives.base import (
     detached_mean,
     preference_skip_reasons,
 )
-from fs2_semionline.objectives.selection import PairingStats, RewardKind, select_dpo_pairs
+from fs2_semionline.objectives.selection import PairingStats, select_dpo_pairs
 
 #: What a preference objective (DPO, GroupDPO) logs about its chosen and rejected sides.
 SIDE_METRICS: dict[str, Metric] = {
@@ -102,9 +102,9 @@ class DPOObjective:
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         return preference_skip_reasons(kinds)
 
-    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[PreferencePair], PairingStats]:
         pairs, stats = select_dpo_pairs(rollouts.rewards, rollouts.kinds, rng)
-        items: list[Item] = [
+        items = [
             PreferencePair(
                 p.prompt_idx,
                 rollouts.prompt_ids[p.prompt_idx],
@@ -115,7 +115,7 @@ class DPOObjective:
         ]
         return items, stats
 
-    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+    def loss(self, items: Sequence[PreferencePair], scores: Scores) -> LossOutput:
         """Row ``offsets[i]`` is pair i's chosen response, the next its rejected one."""
         cfg = self.config
         chosen = [scores.offsets[i] for i in range(len(items))]

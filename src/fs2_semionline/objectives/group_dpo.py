@@ -15,9 +15,10 @@ import torch
 
 from fs2_semionline.config.training import DPOTermConfig, GroupDPOGRPOConfig
 from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.losses import group_dpo_loss, grpo_loss, sum_by_group
 from fs2_semionline.objectives.base import (
-    Item,
+    GroupWithAdvantages,
     LossOutput,
     PreferenceGroup,
     Rollouts,
@@ -28,7 +29,7 @@ from fs2_semionline.objectives.base import (
 )
 from fs2_semionline.objectives.dpo import SIDE_METRICS, reward_metrics, side_metric_names, side_metrics
 from fs2_semionline.objectives.grpo import GRPO_METRICS
-from fs2_semionline.objectives.selection import PairingStats, RewardKind, grpo_advantages, select_pair_sets
+from fs2_semionline.objectives.selection import PairingStats, grpo_advantages, select_pair_sets
 
 
 class GroupDPOObjective:
@@ -48,38 +49,27 @@ class GroupDPOObjective:
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         return preference_skip_reasons(kinds)
 
-    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[PreferenceGroup], PairingStats]:
         sets, stats = select_pair_sets(rollouts.rewards, rollouts.kinds)
-        advantages = self._advantages(rollouts)
-        items: list[Item] = []
+        items = []
         for s in sets:
             responses = rollouts.responses[s.prompt_idx]
-            order = (*s.chosen, *s.rejected)
-            adv = (
-                None
-                if advantages is None
-                else tuple(a if (a := advantages[s.prompt_idx][j]) is not None else 0.0 for j in order)
-            )
             items.append(
                 PreferenceGroup(
                     s.prompt_idx,
                     rollouts.prompt_ids[s.prompt_idx],
                     tuple(responses[j] for j in s.chosen),
                     tuple(responses[j] for j in s.rejected),
-                    adv,
+                    rollout_idx=(*s.chosen, *s.rejected),
                 )
             )
         return items, stats
 
-    def _advantages(self, rollouts: Rollouts) -> list[list[float | None]] | None:
-        return None
-
-    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+    def loss(self, items: Sequence[PreferenceGroup], scores: Scores) -> LossOutput:
         """Per item: its chosen rows, then its rejected rows."""
         cfg = self.config
         groups: list[tuple[list[int], list[int]]] = []
         for i, item in enumerate(items):
-            assert isinstance(item, PreferenceGroup)
             first = scores.offsets[i]
             middle = first + len(item.chosen)
             groups.append((list(range(first, middle)), list(range(middle, scores.offsets[i + 1]))))
@@ -104,25 +94,41 @@ class GroupDPOObjective:
         return LossOutput(out.loss.sum(), n, metrics)
 
 
-class GroupDPOGRPOObjective(GroupDPOObjective):
-    """§4.2: L = L_GroupDPO(x, Y_c, Y_r) + α · L_GRPO(x, Y_c ∪ Y_r), per prompt."""
+class GroupDPOGRPOObjective:
+    """§4.2: L = L_GroupDPO(x, Y_c, Y_r) + α · L_GRPO(x, Y_c ∪ Y_r), per prompt: GroupDPO's
+    selection and loss, with a GRPO term on the same responses."""
 
     METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **GRPO_METRICS}
+    TRAITS: ClassVar[Traits] = GroupDPOObjective.TRAITS
 
     def __init__(self, config: GroupDPOGRPOConfig) -> None:
-        super().__init__(config.dpo)
+        self.group_dpo = GroupDPOObjective(config.dpo)
         self.grpo = config.grpo
         self.alpha = config.alpha
 
+    @property
+    def needs_reference(self) -> bool:
+        return True
+
     def metric_names(self) -> tuple[str, ...]:
-        return (*super().metric_names(), "grpo_loss", *(("kl",) if self.grpo.kl_beta != 0.0 else ()))
+        return (*self.group_dpo.metric_names(), "grpo_loss", *(("kl",) if self.grpo.kl_beta != 0.0 else ()))
 
-    def _advantages(self, rollouts: Rollouts) -> list[list[float | None]] | None:
-        return grpo_advantages(rollouts.rewards, normalize_std=self.grpo.normalize_advantage_std)[0]
+    def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
+        return self.group_dpo.skip_reasons(kinds)
 
-    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
-        out = super().loss(items, scores)
-        advantages = [a for item in items for a in item.advantages]  # type: ignore[union-attr]
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[GroupWithAdvantages], PairingStats]:
+        """GroupDPO's groups, each response with its advantage over all the prompt's rollouts."""
+        groups, stats = self.group_dpo.select(rollouts, rng)
+        advantages = grpo_advantages(rollouts.rewards, normalize_std=self.grpo.normalize_advantage_std)[0]
+        items = []
+        for g in groups:
+            row = advantages[g.prompt_idx]
+            items.append(GroupWithAdvantages(g, tuple(a if (a := row[j]) is not None else 0.0 for j in g.rollout_idx)))
+        return items, stats
+
+    def loss(self, items: Sequence[GroupWithAdvantages], scores: Scores) -> LossOutput:
+        out = self.group_dpo.loss([item.group for item in items], scores)
+        advantages = [a for item in items for a in item.advantages]
         group_ids = [i for i, item in enumerate(items) for _ in item.responses]
         device = scores.token_logps.device
         gr = grpo_loss(

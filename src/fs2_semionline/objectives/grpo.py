@@ -13,18 +13,18 @@ import torch
 
 from fs2_semionline.config.training import GRPOConfig
 from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.losses import grpo_loss, truncated_weights
 from fs2_semionline.objectives.base import (
     IS_METRIC,
     AdvantageGroup,
-    Item,
     LossOutput,
     Rollouts,
     Scores,
     Traits,
     detached_mean,
 )
-from fs2_semionline.objectives.selection import PairingStats, RewardKind, grpo_advantages
+from fs2_semionline.objectives.selection import PairingStats, grpo_advantages
 
 GRPO_METRICS: dict[str, Metric] = {
     "grpo_loss": Metric("GRPO Loss", 93),
@@ -57,19 +57,20 @@ class GRPOObjective:
         """Advantages need two valid rewards that differ, whatever their kind."""
         return ("all_equal", "too_few_valid")
 
-    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[Item], PairingStats]:
+    def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[AdvantageGroup], PairingStats]:
         advantages, stats = grpo_advantages(rollouts.rewards, normalize_std=self.config.normalize_advantage_std)
-        items: list[Item] = []
+        items: list[AdvantageGroup] = []
         for i, row in enumerate(advantages):
             kept = [j for j, a in enumerate(row) if a is not None]
             if kept:
                 responses = tuple(rollouts.responses[i][j] for j in kept)
-                items.append(AdvantageGroup(i, rollouts.prompt_ids[i], responses, tuple(float(row[j]) for j in kept)))  # type: ignore[arg-type]
+                adv = tuple(float(a) for a in row if a is not None)
+                items.append(AdvantageGroup(i, rollouts.prompt_ids[i], responses, adv))
         return items, stats
 
-    def loss(self, items: Sequence[Item], scores: Scores) -> LossOutput:
+    def loss(self, items: Sequence[AdvantageGroup], scores: Scores) -> LossOutput:
         """Eq. 1 sums over a prompt's rollouts; the unit normalises per prompt."""
-        advantages = [a for item in items for a in item.advantages]  # type: ignore[union-attr]
+        advantages = [a for item in items for a in item.advantages]
         metrics: dict[str, tuple[float, float]] = {}
         token_weights = None
         if self.importance_cap is not None and scores.mismatch is not None:

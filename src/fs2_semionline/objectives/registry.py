@@ -38,9 +38,9 @@ ConfigT = TypeVar("ConfigT")
 class ObjectiveEntry(Generic[ConfigT]):
     """One ``loss.name``: the strategy class, its config class, and how one is made."""
 
-    kls: type[Objective]
+    kls: type[Objective[Any]]
     config_kls: type[ConfigT]
-    create: Callable[[ConfigT], Objective]
+    create: Callable[[ConfigT], Objective[Any]]
 
 
 OBJECTIVES: dict[str, ObjectiveEntry[Any]] = {
@@ -126,13 +126,13 @@ def register_objectives(container: DependencyContainer) -> None:
         )
 
 
-def create_objective(resolver: DependencyResolver, section: LossSection) -> Objective:
+def create_objective(resolver: DependencyResolver, section: LossSection) -> Objective[Any]:
     """The configured objective, made by fairseq2's component manager."""
     manager = resolver.resolve(ComponentManager)
     return manager.create_component(Objective, section.name, section.config)  # type: ignore[type-abstract]
 
 
-def build_objective(section: LossSection) -> Objective:
+def build_objective(section: LossSection) -> Objective[Any]:
     """The same objective without a container (unit tests, tools)."""
     return objective_entry(section.name).create(section.config)
 

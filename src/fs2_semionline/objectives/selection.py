@@ -46,7 +46,6 @@ from fractions import Fraction
 from fs2_semionline.core.tasks import RewardKind
 
 __all__ = [
-    "RewardKind",
     "SKIP_REASONS",
     "Pair",
     "PairSet",

@@ -293,7 +293,7 @@ class PreferenceFinetuneRecipe(Recipe):
         context: RecipeContext,
         config: PreferenceFinetuneConfig,
         data: TrainingData,
-        objective: Objective,
+        objective: Objective[Any],
         reference: CausalLM | None,
         schedule: RolloutSchedule | None,
         scorer: MathVerifyPool | None,

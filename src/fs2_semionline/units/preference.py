@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from fairseq2.data.tokenizers import Tokenizer
@@ -49,7 +50,15 @@ from fs2_semionline.data.batches import PairBatch, PromptBatch, micro_range
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.generation.protocol import Completion
 from fs2_semionline.losses import Mismatch, masked_mean, mismatch
-from fs2_semionline.objectives import Item, Objective, Response, Rollouts, Scores, all_objective_metrics, fixed_pairs
+from fs2_semionline.objectives import (
+    Objective,
+    Response,
+    Rollouts,
+    Scores,
+    TrainItem,
+    all_objective_metrics,
+    fixed_pairs,
+)
 from fs2_semionline.objectives.selection import SKIP_REASONS, PairingStats
 from fs2_semionline.rewards import MathVerifyPool
 from fs2_semionline.rewards.routing import RewardModelClient, score_responses
@@ -104,13 +113,13 @@ def train_metrics() -> dict[str, Metric]:
 class _Step:
     """What one step trains on (made once, at micro-batch 0)."""
 
-    items: list[Item]
+    items: list[TrainItem]
     num_prompts: int  # this rank's prompts of the step (items index into them)
     idle_ids: Sequence[int]  # a prompt for a zero-weight forward
     num_global: int = 0  # items on every rank together: the gradient's n
     voided: bool = False  # a micro-batch had a non-finite loss: no update (counted once as a skipped step)
 
-    def micro_items(self, micro: int, num_micro: int) -> list[Item]:
+    def micro_items(self, micro: int, num_micro: int) -> list[TrainItem]:
         start, end = micro_range(self.num_prompts, micro, num_micro)
         return [item for item in self.items if start <= item.prompt_idx < end]
 
@@ -119,7 +128,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
     def __init__(
         self,
         policy: Module,
-        objective: Objective,
+        objective: Objective[Any],
         tokenizer: Tokenizer,
         *,
         reference: CausalLM | None,
@@ -234,7 +243,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
 
     def _select(self, batch: PromptBatch | PairBatch, metrics: MetricWriter) -> _Step:
         if isinstance(batch, PairBatch):
-            items: list[Item] = list(fixed_pairs(batch.pairs))
+            items: list[TrainItem] = list(fixed_pairs(batch.pairs))
             step = _Step(items, len(batch.pairs), batch.pairs[0].prompt_ids)
         else:
             assert self._schedule is not None, "prompt batches need a generator"
@@ -285,7 +294,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         for reason, count in stats.skipped.items():
             metrics.update(f"skipped/{reason}", float(count))
 
-    def _scores(self, items: Sequence[Item], metrics: MetricWriter) -> tuple[Scores, Tensor, Tensor]:
+    def _scores(self, items: Sequence[TrainItem], metrics: MetricWriter) -> tuple[Scores, Tensor, Tensor]:
         """Every item's responses in one batch: policy, reference and generator log-probs."""
         prompts = [item.prompt_ids for item in items for _ in item.responses]
         responses = [r for item in items for r in item.responses]
