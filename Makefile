@@ -62,8 +62,11 @@ lint: setup
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
+# Two pytest workers, each test file on one of them (module fixtures stay shared): most
+# tests wait on process start-up (torchrun, Ray, vLLM), so two overlap on 2 cores.
+TEST_WORKERS ?= 2
 test: setup test-tools lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 # Rebuilds the shipped tiny tokenizer, data and SFT checkpoint from scratch (~20 min on 2 cores).
 tiny-assets: setup

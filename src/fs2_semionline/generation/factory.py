@@ -50,36 +50,17 @@ def create_generator(
         return LocalGenerator(copy.deepcopy(seed_model), tokenizer, batch_size=config.max_batch_size)
 
     from fs2_semionline.generation.vllm_engine import cuda_available
-    from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
-    from fs2_semionline.glue.hf_export import StreamingHFConverter, export_hf_model
 
-    resolver = get_dependency_resolver()
-    store = resolver.resolve(AssetStore)
-    if model_name is not None:
-        card = store.retrieve_card(model_name)
-        family_name = get_model_family_name(card)
-        model_config: Any = resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
-    else:
-        if family is None:
-            raise ConfigError("generator.backend=vllm with model.path needs model.family (and model.arch)")
-        family_name = family
-        model_config = resolver.resolve(ModelFamily, key=family).maybe_get_arch_config(arch)
-        if model_config is None:
-            raise ConfigError(f"model.arch {arch!r} is not an architecture of model family {family!r}")
-    tokenizer_dir = tokenizer_folder(store, tokenizer_name)
-
-    model_dir = work_dir / "generator_seed_hf"
-    source = seed_state if seed_state is not None else seed_model.state_dict()
-    state = {
-        k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype)
-        for k, v in source.items()
-    }
-    export_hf_model(
-        state, model_config, tokenizer.vocab_info, model_dir, tokenizer_dir=tokenizer_dir, family=family_name
+    model_dir, to_hf = _export_seed(
+        seed_state if seed_state is not None else seed_model.state_dict(),
+        tokenizer,
+        work_dir / "generator_seed_hf",
+        model_name=model_name,
+        tokenizer_name=tokenizer_name,
+        dtype=dtype,
+        family=family,
+        arch=arch,
     )
-    to_hf = StreamingHFConverter.of(state, model_config, family_name)
-    del state, source
-
     engine_args = dict(config.engine_args)
     if config.batch_invariant:
         os.environ["VLLM_BATCH_INVARIANT"] = "1"  # read by vLLM at import: before the engine's
@@ -94,6 +75,21 @@ def create_generator(
         return ColocatedVLLMGenerator(
             model_dir, to_hf=to_hf, max_model_len=max_model_len, seed=seed, engine_args=engine_args
         )
+
+    return _replicas(config, model_dir, to_hf, engine_args, max_model_len=max_model_len, seed=seed)
+
+
+def _replicas(
+    config: RolloutGeneratorSection,
+    model_dir: Path,
+    to_hf: Any,
+    engine_args: dict[str, Any],
+    *,
+    max_model_len: int,
+    seed: int,
+) -> Generator:
+    """``generator.replicas`` vLLM engines as Ray actors, started from ``model_dir``."""
+    from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
 
     options = ReplicaOptions(
         replicas=config.replicas,
@@ -113,6 +109,54 @@ def create_generator(
         seed=seed,
         sync_bucket_bytes=config.sync_bucket_mb << 20,
     )
+
+
+def _export_seed(
+    source: dict[str, torch.Tensor],
+    tokenizer: Tokenizer,
+    model_dir: Path,
+    *,
+    model_name: str | None,
+    tokenizer_name: str,
+    dtype: torch.dtype | None,
+    family: str | None,
+    arch: str | None,
+) -> tuple[Path, Any]:
+    """The seed weights as the HF folder a fresh engine loads (in ``dtype``), and the
+    converter that turns later policy weights into the same HF names."""
+    from fs2_semionline.glue.hf_export import StreamingHFConverter, export_hf_model
+
+    store = get_dependency_resolver().resolve(AssetStore)
+    family_name, model_config = _model_config(store, model_name, family, arch)
+    state = {
+        k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype)
+        for k, v in source.items()
+    }
+    export_hf_model(
+        state,
+        model_config,
+        tokenizer.vocab_info,
+        model_dir,
+        tokenizer_dir=tokenizer_folder(store, tokenizer_name),
+        family=family_name,
+    )
+    return model_dir, StreamingHFConverter.of(state, model_config, family_name)
+
+
+def _model_config(store: AssetStore, model_name: str | None, family: str | None, arch: str | None) -> tuple[str, Any]:
+    """The model family and config of the seed: from its asset card, or (a model loaded
+    from a path) from ``model.family`` and ``model.arch``."""
+    resolver = get_dependency_resolver()
+    if model_name is not None:
+        card = store.retrieve_card(model_name)
+        family_name = get_model_family_name(card)
+        return family_name, resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
+    if family is None:
+        raise ConfigError("generator.backend=vllm with model.path needs model.family (and model.arch)")
+    model_config = resolver.resolve(ModelFamily, key=family).maybe_get_arch_config(arch)
+    if model_config is None:
+        raise ConfigError(f"model.arch {arch!r} is not an architecture of model family {family!r}")
+    return family, model_config
 
 
 def tokenizer_folder(store: AssetStore, tokenizer_name: str) -> Path:

@@ -57,6 +57,7 @@ from fs2_semionline.data.encoding import fairseq2_text_encoder
 from fs2_semionline.data.prepare.common import dataset_name
 from fs2_semionline.data.prepare.test_sets import prepare_eval_set
 from fs2_semionline.eval.chat_eval import (
+    ChatGeneration,
     ChatIds,
     chat_summary,
     generation_records,
@@ -78,6 +79,28 @@ from fs2_semionline.generation.protocol import Sampler, SamplingConfig
 from fs2_semionline.glue.cli_errors import register_cli_errors
 from fs2_semionline.glue.ray_cluster import RayCluster
 from fs2_semionline.rewards.math_pool import MathVerifyPool
+
+
+def _score_chat_sets(per_set: list[list[ChatGeneration]], reward_spec: Any) -> list[list[list[float | None]]] | None:
+    """The reward model's rewards of every set's generations (None: no reward model);
+    the model is loaded once and freed before the exports are written."""
+    if reward_spec is None:
+        return None
+    from fs2_semionline.rewards.reward_model import RewardModel
+
+    reward_model = RewardModel(reward_spec)
+    return [score_chat(gs, reward_model) for gs in per_set]
+
+
+def _chat_metrics(values: dict[str, Any], num_skipped: int) -> dict[str, Any]:
+    """What a chat summary logs to the metric recorders."""
+    rewards = ("mean_reward", "reward_stderr", "reward_len_norm", "num_failed_rewards")
+    return {
+        "mean_response_len": values["mean_response_len"],
+        "num_unfinished": values["num_unfinished"],
+        "num_skipped_prompts": num_skipped,
+        **{k: values[k] for k in rewards if k in values},
+    }
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, object]]) -> None:
@@ -277,13 +300,7 @@ class EvalTask(Task):
             sample, sets, chat_ids, seed=config.common.seed, num_samples=num_samples, sampling=self._sampling
         )
         generations = [g for gs in per_set for g in gs]
-        rewards_per_set: list[list[list[float | None]]] | None = None
-        if reward_spec is not None:
-            from fs2_semionline.rewards.reward_model import RewardModel
-
-            reward_model = RewardModel(reward_spec)
-            rewards_per_set = [score_chat(gs, reward_model) for gs in per_set]
-            del reward_model
+        rewards_per_set = _score_chat_sets(per_set, reward_spec)
         rewards = None if rewards_per_set is None else [r for rs in rewards_per_set for r in rs]
         if num_samples > 1:
             log.warning("alpaca_eval.json holds the first of the {} samples per prompt", num_samples)
@@ -315,20 +332,7 @@ class EvalTask(Task):
         if len(sets) > 1:
             named += [(f"eval/chat/{s.name}", e, s.report.num_skipped) for s, e in zip(sets, set_entries)]
         for category, values, num_skipped in named:
-            context.metric_recorder.record_metric_values(
-                category,
-                {
-                    "mean_response_len": values["mean_response_len"],
-                    "num_unfinished": values["num_unfinished"],
-                    "num_skipped_prompts": num_skipped,
-                    **{
-                        k: values[k]
-                        for k in ("mean_reward", "reward_stderr", "reward_len_norm", "num_failed_rewards")
-                        if k in values
-                    },
-                },
-                step_nr=0,
-            )
+            context.metric_recorder.record_metric_values(category, _chat_metrics(values, num_skipped), step_nr=0)
         if rewards is not None:
             log.info(
                 "Reward model {}: mean reward {:.4f} ± {:.4f}, length-normalised {:.5f}, {} failed",
