@@ -57,10 +57,12 @@ test-tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge; \
 	fi
 
-# Pyflakes and import order, and the layout ruff format gives (configured in pyproject.toml).
+# Pyflakes and import order, the layout ruff format gives, and mypy on the package (all
+# configured in pyproject.toml).
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy src/fs2_semionline
 
 # Two pytest workers, each test file on one of them (module fixtures stay shared): most
 # tests wait on process start-up (torchrun, Ray, vLLM), so two overlap on 2 cores.

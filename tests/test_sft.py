@@ -62,3 +62,18 @@ def test_a_record_with_an_unknown_task_names_its_line(tmp_path: Path) -> None:
         DataFileError, match=rf"{train}:4: field 'task': expected one of \['chat', 'math'\], got 'poem'"
     ):
         run(TinySFTRecipe(), config, tmp_path / "out", no_rich=True)
+
+
+def test_tiny_batches_move_in_place_as_fairseq2s_trainer_expects() -> None:
+    """fairseq2's Trainer calls ``batch.to(device)`` and drops what it returns: a batch
+    that returned a moved copy stayed on the CPU on a GPU (found by mypy's
+    SupportsDeviceTransfer bound)."""
+    from fs2_semionline.tiny.train_reward_model import collate_pairs
+
+    meta = torch.device("meta")
+    lm = collate_lm([([1, 2, 3], 1), ([4, 5], 1)], pad_idx=0)
+    lm.to(meta)
+    assert lm.seqs.is_meta and lm.target_mask.is_meta
+    pairs = collate_pairs([([1, 2], [3])], pad_idx=0)
+    pairs.to(meta)
+    assert pairs.seqs.is_meta

@@ -10,9 +10,9 @@ never updated would show as a silent 0, and an update of an unregistered one is 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from fairseq2.metrics import Max, Mean, MetricBag, Min, Sum
@@ -46,6 +46,9 @@ class MeanOrNaN(Mean):
     reward failed): a silent 0 would read as a real reward. Also exact means of 0 no
     longer trip torcheval's "No calls to update()" warning."""
 
+    weights: Tensor
+    weighted_sum: Tensor  # torcheval's Mean keeps both as state; its stubs do not declare them
+
     @torch.inference_mode()
     def compute(self) -> Tensor:
         if not self.weights:
@@ -53,7 +56,7 @@ class MeanOrNaN(Mean):
         return self.weighted_sum / self.weights
 
 
-_KLS = {"mean": MeanOrNaN, "sum": Sum, "max": Max, "min": Min}
+_KLS: dict[str, Callable[[], Any]] = {"mean": MeanOrNaN, "sum": Sum, "max": Max, "min": Min}
 
 
 def add_metrics(bag: MetricBag, names: Collection[str], specs: Mapping[str, Metric]) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from fairseq2.device import Device, SupportsDeviceTransfer
 
 from fs2_semionline.data.jsonl import PairExample, PromptExample
 
 
 @dataclass
-class PromptBatch:
+class PromptBatch(SupportsDeviceTransfer):
     """One micro-batch of one step's prompts on this data-parallel rank (they stay on the
     CPU; the unit moves tensors itself).
 
@@ -39,12 +39,12 @@ class PromptBatch:
         start, end = micro_range(len(self.step_examples), self.micro, self.num_micro)
         return self.step_examples[start:end]
 
-    def to(self, device: torch.device, *, non_blocking: bool = False) -> "PromptBatch":
-        return self
+    def to(self, device: Device, *, non_blocking: bool = False) -> None:
+        """Nothing to move: rollouts are generated from the prompts' token ids."""
 
 
 @dataclass
-class PairBatch:
+class PairBatch(SupportsDeviceTransfer):
     """Offline DPO form (b): fixed pairs read from a file; no generation, no rewards.
     ``pairs`` are the whole step's; ``micro`` as in :class:`PromptBatch`."""
 
@@ -52,8 +52,8 @@ class PairBatch:
     micro: int = 0
     num_micro: int = 1
 
-    def to(self, device: torch.device, *, non_blocking: bool = False) -> "PairBatch":
-        return self
+    def to(self, device: Device, *, non_blocking: bool = False) -> None:
+        """Nothing to move: the unit builds its tensors on the device."""
 
 
 def micro_range(num_items: int, micro: int, num_micro: int) -> tuple[int, int]:

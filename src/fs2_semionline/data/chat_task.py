@@ -166,8 +166,8 @@ def read_prompts(path: Path) -> list[ChatPrompt]:
     for record in iter_jsonl(Path(path)):
         d = record.data
         out.append(
-            ChatPrompt(str(d["prompt"]), str(d["name"]), str(d["thing"]), bool(d["numbers"]), int(d["sentences"]))
-        )  # type: ignore[call-overload]
+            ChatPrompt(str(d["prompt"]), str(d["name"]), str(d["thing"]), bool(d["numbers"]), int(str(d["sentences"])))
+        )
     return out
 
 

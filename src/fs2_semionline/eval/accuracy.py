@@ -34,7 +34,7 @@ def accuracy_over_sample_sets(rewards: Sequence[Sequence[float | None]]) -> Accu
     per_set: list[float] = []
     num_failed = 0
     for k in range(num_sets):
-        scored = [r[k] for r in rewards if r[k] is not None]
+        scored = [v for r in rewards if (v := r[k]) is not None]
         num_failed += len(rewards) - len(scored)
         per_set.append(sum(scored) / len(scored) if scored else math.nan)
     valid = [a for a in per_set if not math.isnan(a)]

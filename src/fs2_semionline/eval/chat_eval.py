@@ -183,7 +183,7 @@ def generation_records(
     generations: Sequence[ChatGeneration], rewards: Sequence[Sequence[float | None]] | None = None
 ) -> list[dict[str, object]]:
     """``generations.jsonl``: every sample with where it came from (and its reward)."""
-    records = [
+    records: list[dict[str, object]] = [
         {
             "source": g.example.source,
             "sample": k,

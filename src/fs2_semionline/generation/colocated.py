@@ -78,7 +78,7 @@ class ColocatedVLLMGenerator:
         seeds = prompt_seeds(seed, len(prompts), num_rollouts)
         return ColocatedRollouts([list(p) for p in prompts], num_rollouts, sampling, seeds, self._version)
 
-    def wait(self, pending: ColocatedRollouts) -> list[list[Completion]]:  # type: ignore[override]
+    def wait(self, pending: ColocatedRollouts) -> list[list[Completion]]:
         if pending.version != self._version:
             raise GeneratorError(
                 f"rollouts requested at version {pending.version} collected at version {self._version}: "

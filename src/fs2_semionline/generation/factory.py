@@ -38,7 +38,7 @@ def create_generator(
     dtype: torch.dtype | None = None,
     family: str | None = None,
     arch: str | None = None,
-) -> Generator:
+) -> Generator[Any]:
     """``local``: a private copy of the seed model. ``vllm``: exports the seed weights as an
     HF folder in ``dtype`` (what a fresh engine loads) and starts the actors (Ray must be
     up), or with ``colocate`` one engine in this process. ``seed_state``: the seed's full
@@ -87,7 +87,7 @@ def _replicas(
     *,
     max_model_len: int,
     seed: int,
-) -> Generator:
+) -> Generator[Any]:
     """``generator.replicas`` vLLM engines as Ray actors, started from ``model_dir``."""
     from fs2_semionline.generation.vllm_ray import RayVLLMGenerator, ReplicaOptions
 
@@ -151,8 +151,8 @@ def _model_config(store: AssetStore, model_name: str | None, family: str | None,
         card = store.retrieve_card(model_name)
         family_name = get_model_family_name(card)
         return family_name, resolver.resolve(ModelFamily, key=family_name).get_model_config(card)
-    if family is None:
-        raise ConfigError("generator.backend=vllm with model.path needs model.family (and model.arch)")
+    if family is None or arch is None:
+        raise ConfigError("generator.backend=vllm with model.path needs model.family and model.arch")
     model_config = resolver.resolve(ModelFamily, key=family).maybe_get_arch_config(arch)
     if model_config is None:
         raise ConfigError(f"model.arch {arch!r} is not an architecture of model family {family!r}")

@@ -30,7 +30,7 @@ class _GangPending:
 
 
 class GangGenerator:
-    def __init__(self, gang: Gang, owner: Generator | None) -> None:
+    def __init__(self, gang: Gang, owner: Generator[Any] | None) -> None:
         if (gang.rank == 0) != (owner is not None):
             raise ValueError("exactly rank 0 of the gang owns the generator")
         self._gang = gang
@@ -66,7 +66,7 @@ class GangGenerator:
             inner = self._owner.submit([p for ps in every for p in ps], num_rollouts, sampling, seed)
         return _GangPending(inner, [sum(counts[:r]) for r in range(len(counts))], counts)
 
-    def wait(self, pending: _GangPending) -> list[list[Completion]]:  # type: ignore[override]
+    def wait(self, pending: _GangPending) -> list[list[Completion]]:
         import torch.distributed as dist
 
         parts: list[Any] | None = None

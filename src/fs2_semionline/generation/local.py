@@ -182,7 +182,7 @@ class LocalGenerator:
         finally:
             torch.set_rng_state(state)
 
-    def wait(self, pending: list[list[Completion]]) -> list[list[Completion]]:  # type: ignore[override]
+    def wait(self, pending: list[list[Completion]]) -> list[list[Completion]]:
         return pending
 
     def close(self) -> None:

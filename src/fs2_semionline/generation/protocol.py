@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
@@ -48,7 +48,12 @@ class PendingRollouts(Protocol):
     """A rollout request in flight; ``Generator.wait`` turns it into completions."""
 
 
-class Generator(Protocol):
+PendingT = TypeVar("PendingT")
+
+
+class Generator(Protocol[PendingT]):
+    """Rollouts from a copy of the policy; ``PendingT`` is its own in-flight request type."""
+
     @property
     def version(self) -> int: ...
 
@@ -58,18 +63,18 @@ class Generator(Protocol):
 
     def submit(
         self, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
-    ) -> PendingRollouts:
+    ) -> PendingT:
         """Starts ``num_rollouts`` completions per prompt with the current weights and
         returns at once; reproducible for a given ``seed`` whatever runs beside it."""
 
-    def wait(self, pending: PendingRollouts) -> list[list[Completion]]:
+    def wait(self, pending: PendingT) -> list[list[Completion]]:
         """The completions of ``submit``, in prompt order."""
 
     def close(self) -> None: ...
 
 
 def rollouts(
-    generator: Generator, prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
+    generator: Generator[Any], prompts: Sequence[Sequence[int]], num_rollouts: int, sampling: SamplingConfig, seed: int
 ) -> list[list[Completion]]:
     """Synchronous rollouts: submit, then wait."""
     return generator.wait(generator.submit(prompts, num_rollouts, sampling, seed))

@@ -16,7 +16,7 @@ The reference model is sharded with the policy's own FSDP2 layout
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ from torch.nn import Module
 
 WeightBuckets = Iterable[Mapping[str, Tensor]]
 """What a generator's ``sync`` takes: fairseq2-named full tensors, a bucket at a time."""
+
+
+ModuleT = TypeVar("ModuleT", bound=Module)
 
 
 def _is_dtensor(t: object) -> bool:
@@ -104,7 +107,7 @@ def copy_weights(dst: Module, src: Module) -> None:
                 value.copy_(other)
 
 
-def shard_like_policy(reference: Module, trainer: Any, gangs: Any, family: Any) -> Module:
+def shard_like_policy(reference: ModuleT, trainer: Any, gangs: Any, family: Any) -> ModuleT:
     """Wraps the reference with fairseq2's FSDP2 exactly as fairseq2 wrapped the policy
     (same granularity and mixed precision), so its shards line up with the policy's.
 
@@ -133,7 +136,7 @@ def shard_like_policy(reference: Module, trainer: Any, gangs: Any, family: Any) 
     )
     sharded.requires_grad_(False)
     sharded.eval()
-    return sharded
+    return cast(ModuleT, sharded)  # FSDP2 shards the module in place: the same object, its class extended
 
 
 def model_family(section: Any) -> Any:

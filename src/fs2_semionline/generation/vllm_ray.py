@@ -233,7 +233,7 @@ class RayVLLMGenerator:
             self._issue(request, chunk)
         return request
 
-    def wait(self, pending: RayRollouts) -> list[list[Completion]]:  # type: ignore[override]
+    def wait(self, pending: RayRollouts) -> list[list[Completion]]:
         import ray
 
         if pending.version != self._version:

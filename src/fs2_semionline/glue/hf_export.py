@@ -61,12 +61,12 @@ class StreamingHFConverter:
         unknown = set(bucket) - set(self._shapes)
         if unknown:
             raise KeyError(f"not in the model's state dict: {sorted(unknown)[:5]}")
-        full = {
+        full: dict[str, object] = {
             k: bucket[k] if k in bucket else torch.empty(shape, dtype=dtype, device="meta")
             for k, (shape, dtype) in self._shapes.items()
         }
         converted = self._converter.to_hg_state_dict(full, self._config)
-        return {k: v for k, v in converted.items() if not v.is_meta}  # type: ignore[union-attr]
+        return {k: v for k, v in converted.items() if isinstance(v, torch.Tensor) and not v.is_meta}
 
 
 def export_hf_model(
@@ -93,7 +93,8 @@ def export_hf_model(
             arch=arch.replace("ForCausalLM", "ForSequenceClassification"),
             data={**hf_config.data, "num_labels": 1},
         )
-    save_hugging_face_model(out_dir, hf_state, hf_config)
+    tensors: dict[str, object] = dict(hf_state)
+    save_hugging_face_model(out_dir, tensors, hf_config)
     config_file = out_dir / "config.json"
     written = json.loads(config_file.read_text())
     written["bos_token_id"] = vocab_info.bos_idx

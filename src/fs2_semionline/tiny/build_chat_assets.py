@@ -164,11 +164,13 @@ def reward_model_report(
     pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     rng = random.Random(seed)
     answers = [(p, chat_task.sample_response(rng, p)) for p in prompts for _ in range(4)]
-    scores = model.score([p.prompt for p, _ in answers], [a for _, a in answers])
+    scored = model.score([p.prompt for p, _ in answers], [a for _, a in answers])
+    scores = [s for s in scored if s is not None]
+    if len(scores) != len(scored):
+        raise RuntimeError(f"the tiny reward model failed on {len(scored) - len(scores)} of {len(scored)} answers")
     qualities = [chat_task.quality(p, a) for p, a in answers]
     by_quality = {
-        str(q): statistics.mean(s for s, qq in zip(scores, qualities) if qq == q)  # type: ignore[misc]
-        for q in sorted(set(qualities))
+        str(q): statistics.mean(s for s, qq in zip(scores, qualities) if qq == q) for q in sorted(set(qualities))
     }
     minimal: dict[str, list[tuple[str, str, str]]] = {"numbers": [], "sentences": []}
     for p in prompts:

@@ -44,7 +44,7 @@ def random_hf_llama(
         torch_dtype=str(dtype).removeprefix("torch."),
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(dtype)
+    model = LlamaForCausalLM(config).to(dtype)  # type: ignore[arg-type]  # transformers types .to by device
     model.save_pretrained(out, safe_serialization=True)
     for f in (TINY_MATH_DIR / "tokenizer").iterdir():
         shutil.copy(f, out / f.name)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from fairseq2.data.data_pipeline import read_sequence
 from fairseq2.datasets import DataPipelineReader
+from fairseq2.device import Device, SupportsDeviceTransfer
 from fairseq2.metrics import Mean, MetricBag
 from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
@@ -89,19 +90,17 @@ class TinySFTConfig:
 
 
 @dataclass
-class LMBatch:
+class LMBatch(SupportsDeviceTransfer):
     """Right-padded token ids and a mask of the positions that are targets."""
 
     seqs: torch.Tensor
     target_mask: torch.Tensor
     seq_lens: list[int]
 
-    def to(self, device: torch.device, *, non_blocking: bool = False) -> "LMBatch":
-        return LMBatch(
-            self.seqs.to(device, non_blocking=non_blocking),
-            self.target_mask.to(device, non_blocking=non_blocking),
-            self.seq_lens,
-        )
+    def to(self, device: Device, *, non_blocking: bool = False) -> None:
+        """In place, as fairseq2's Trainer expects (it ignores a returned copy)."""
+        self.seqs = self.seqs.to(device, non_blocking=non_blocking)
+        self.target_mask = self.target_mask.to(device, non_blocking=non_blocking)
 
 
 def collate_lm(examples: list[tuple[list[int], int]], pad_idx: int) -> LMBatch:
@@ -172,7 +171,7 @@ class TinySFTRecipe(Recipe):
             .map(lambda chunk: collate_lm(chunk, pad_idx))
             .and_return()
         )
-        reader = DataPipelineReader(pipeline, context.gangs)
+        reader: DataPipelineReader[LMBatch] = DataPipelineReader(pipeline, context.gangs)
         model = context.get_model_as(CausalLM)
         return context.create_trainer(SFTUnit(model), reader)
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from fairseq2.data.data_pipeline import read_sequence
 from fairseq2.datasets import DataPipelineReader
+from fairseq2.device import Device, SupportsDeviceTransfer
 from fairseq2.evaluator import EvalUnit
 from fairseq2.metrics import Mean, MetricBag
 from fairseq2.metrics.formatters import format_as_float
@@ -52,6 +53,7 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 from fairseq2.trainer import TrainUnit
 from torch import Tensor
+from torch.nn import Module
 from typing_extensions import override
 
 from fs2_semionline.core.errors import ConfigError
@@ -111,14 +113,15 @@ class RewardModelTrainConfig:
 
 
 @dataclass
-class PairTokens:
+class PairTokens(SupportsDeviceTransfer):
     """Chosen sequences first, then the rejected ones, right-padded."""
 
     seqs: Tensor
     seq_lens: list[int]
 
-    def to(self, device: torch.device, *, non_blocking: bool = False) -> "PairTokens":
-        return PairTokens(self.seqs.to(device, non_blocking=non_blocking), self.seq_lens)
+    def to(self, device: Device, *, non_blocking: bool = False) -> None:
+        """In place, as fairseq2's Trainer expects (it ignores a returned copy)."""
+        self.seqs = self.seqs.to(device, non_blocking=non_blocking)
 
 
 def collate_pairs(pairs: list[tuple[list[int], list[int]]], pad_idx: int) -> PairTokens:
@@ -130,7 +133,7 @@ def collate_pairs(pairs: list[tuple[list[int], list[int]]], pad_idx: int) -> Pai
     return PairTokens(seqs, seq_lens)
 
 
-def sequence_rewards(model: CausalLM, batch: PairTokens) -> Tensor:
+def sequence_rewards(model: Module, batch: PairTokens) -> Tensor:
     """The reward of every row: the :data:`REWARD_TOKEN` logit at its last token."""
     logits = model(batch.seqs, BatchLayout.of(batch.seqs, batch.seq_lens))
     last = torch.tensor([n - 1 for n in batch.seq_lens], device=batch.seqs.device)
@@ -140,7 +143,8 @@ def sequence_rewards(model: CausalLM, batch: PairTokens) -> Tensor:
 class _PairScoring:
     """What training and validation share: the model and the pair metrics."""
 
-    def __init__(self, model: CausalLM) -> None:
+    def __init__(self, model: Module) -> None:
+        """``model``: the data-parallel facade of the tiny causal LM."""
         self._model = model
 
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -236,9 +240,9 @@ class RewardModelTrainRecipe(Recipe):
         dp_model = context.get_data_parallel_model()
         return context.create_trainer(
             BradleyTerryUnit(dp_model),
-            reader(data.train_path, True),  # type: ignore[arg-type]
+            reader(data.train_path, True),
             [PairAccuracyUnit(dp_model)],
-            [reader(data.valid_path, False)],  # type: ignore[arg-type]
+            [reader(data.valid_path, False)],
         )
 
     @property

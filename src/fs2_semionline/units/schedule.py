@@ -15,6 +15,7 @@ working ahead changes no sample.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from fairseq2.gang import Gang
@@ -31,7 +32,7 @@ from fs2_semionline.generation.sharding import copy_weights, full_weight_buckets
 class RolloutSchedule:
     def __init__(
         self,
-        generator: Generator,
+        generator: Generator[Any],
         policy_module: Module,
         reference: CausalLM | None,
         *,

@@ -34,7 +34,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import torch
+from fairseq2.device import Device, SupportsDeviceTransfer
 from fairseq2.evaluator import EvalUnit
 from fairseq2.logging import log
 from fairseq2.metrics import MetricBag, Sum
@@ -61,11 +61,11 @@ _MEANS = ("accuracy", "reward/chat", "response_len/math", "response_len/chat")
 
 
 @dataclass
-class ValidationBatch:
+class ValidationBatch(SupportsDeviceTransfer):
     examples: list[PromptExample]
 
-    def to(self, device: torch.device, *, non_blocking: bool = False) -> "ValidationBatch":
-        return self
+    def to(self, device: Device, *, non_blocking: bool = False) -> None:
+        """Nothing to move: the sampler encodes the prompts itself."""
 
 
 def validation_seed(seed: int, batch_nr: int) -> int:
@@ -110,7 +110,7 @@ class BoundarySampler:
     weights of ``step`` (a sync boundary); otherwise, for that validation, ``fallback``
     (the trainer's own model)."""
 
-    def __init__(self, generator: Generator, hold: Callable[[int], bool], fallback: PolicySampler) -> None:
+    def __init__(self, generator: Generator[Any], hold: Callable[[int], bool], fallback: PolicySampler) -> None:
         self._generator = generator
         self._through_generator = GeneratorSampler(generator)
         self._hold, self._fallback = hold, fallback

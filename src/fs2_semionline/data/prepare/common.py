@@ -114,7 +114,7 @@ class InputTable:
             self.kind = "jsonl"
             records = iter_jsonl(path)
             first = next(records, None)
-            records.close()
+            records.close()  # type: ignore[attr-defined]  # a generator: closes its file
             self.columns = frozenset(first.data) if first is not None else frozenset()
         else:
             raise UserInputError(

@@ -153,6 +153,7 @@ def prepare_numinamath(
     for path in paths:
         table = InputTable(path)
         file_layout = _numina_layout(table, layout)
+        columns: tuple[str, ...]
         if file_layout == "1.5":
             columns = ("problem", "answer", "question_type", "source")
             table.require(*columns)
