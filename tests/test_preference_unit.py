@@ -37,6 +37,7 @@ from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.generation.protocol import Completion, SamplingConfig
 from fs2_semionline.objectives import LossSection, build_objective
 from fs2_semionline.rewards import MathVerifyPool
+from fs2_semionline.rewards.routing import RewardRouter
 from fs2_semionline.units.preference import PreferenceUnit
 from fs2_semionline.units.schedule import RolloutSchedule
 
@@ -138,7 +139,7 @@ def make_case(
         tokenizer,
         reference=reference,
         schedule=schedule,
-        scorer=pool,
+        rewards=RewardRouter(pool),
         tasks=frozenset({"math"}),
         entropy_coef=loss.entropy_coef,
         seed=0,

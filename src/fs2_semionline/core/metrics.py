@@ -1,8 +1,8 @@
 """Training and validation metrics: how each is reduced, and a writer that refuses unregistered names.
 
 Every metric is declared once, where it is computed (the unit's common ones in
-``units/preference.py``, each objective's in its module under ``objectives/``), with its display name and
-reduction. A run registers exactly the ones it computes: a registered metric that is
+``units/preference.py``, each objective's as a table of :class:`Term` in its module under
+``objectives/``), with its display name and reduction. A run registers exactly the ones it computes: a registered metric that is
 never updated would show as a silent 0, and an update of an unregistered one is a bug
 (``MetricWriter`` raises), so nothing is computed but hidden.
 """
@@ -10,8 +10,8 @@ never updated would show as a silent 0, and an update of an unregistered one is 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -56,6 +56,51 @@ class MeanOrNaN(Mean):
         return self.weighted_sum / self.weights
 
 
+@dataclass(frozen=True)
+class Term:
+    """One metric of an objective's table, and the config key that turns it on.
+
+    The table is read twice, by the objective's ``metric_names()`` (what a run
+    registers) and by the unit when it logs a loss's values, so "log the NLL term when
+    ``nll_scale`` ≠ 0" is written once, here, and a loss computes its terms unconditionally."""
+
+    name: str
+    metric: Metric
+    when: str | None = None
+    """A key of the objective's config (dotted for a nested one): the term is logged when
+    its value is set (not 0, not None). None: always."""
+
+    def enabled(self, config: object) -> bool:
+        if self.when is None:
+            return True
+        value: object = config
+        for part in self.when.split("."):
+            value = getattr(value, part)
+        return value is not None and value != 0
+
+
+def metrics_of(terms: Iterable[Term]) -> dict[str, Metric]:
+    """The table's metrics by name (fairseq2 descriptors are registered from these)."""
+    return {t.name: t.metric for t in terms}
+
+
+def under(key: str, terms: Iterable[Term]) -> tuple[Term, ...]:
+    """The terms of a part of a composed objective, whose config sits at ``config.<key>``."""
+    return tuple(replace(t, when=f"{key}.{t.when}") if t.when else t for t in terms)
+
+
+def enabled_names(terms: Iterable[Term], config: object) -> tuple[str, ...]:
+    """The names of the table's terms that ``config`` turns on, in table order."""
+    return tuple(t.name for t in terms if t.enabled(config))
+
+
+def as_float(value: object) -> float:
+    """A metric value as fairseq2 hands it over (``object``: a number or a 0-d tensor)."""
+    if isinstance(value, (int, float, Tensor)):
+        return float(value)
+    raise TypeError(f"a metric value must be a number, got {type(value).__name__}: {value!r}")
+
+
 _KLS: dict[str, Callable[[], Any]] = {"mean": MeanOrNaN, "sum": Sum, "max": Max, "min": Min}
 
 
@@ -85,7 +130,12 @@ class MetricWriter:
         else:
             self._bag.get(name, _KLS[reduce]).update(value)  # type: ignore[arg-type]
 
-    def update_all(self, values: Mapping[str, tuple[float, float]]) -> None:
-        """``{name: (value, weight)}``, as an objective's loss returns them."""
+    def update_terms(self, values: Mapping[str, tuple[float, float]]) -> None:
+        """``{name: (value, weight)}``, as an objective's loss returns every term it
+        computed: the registered ones are logged (the run registers the terms its
+        config turns on); a name with no spec at all is a bug and raises."""
         for name, (value, weight) in values.items():
-            self.update(name, value, weight)
+            if name not in self._specs:
+                raise KeyError(f"metric {name!r} is declared by no objective's TERMS")
+            if name in self._names:
+                self.update(name, value, weight)

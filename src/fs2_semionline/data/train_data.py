@@ -79,23 +79,10 @@ def load_training_data(
     if (valid.math_paths or valid.chat_paths) and not data.valid_examples:
         raise ConfigError(f"validation: no usable prompts ({valid_report.as_dict()})")
 
-    report = LoadReport()
     if dataset.pairs_path is not None:
-        data.pairs = load_pairs(
-            Path(dataset.pairs_path),
-            template=verifiable_prompt,
-            encoder=encoder,
-            eos_idx=eos_idx,
-            max_seq_len=max_seq_len,
-            report=report,
-        )
-        data.report = report
-        _log_skips("training pairs", report)
-        if len(data.pairs) < dataset.batch_size:
-            raise ConfigError(
-                f"dataset.pairs_path: {len(data.pairs)} usable pairs, fewer than one batch ({report.as_dict()})"
-            )
+        data.pairs, data.report = _fixed_pairs(dataset, encoder=encoder, eos_idx=eos_idx, max_seq_len=max_seq_len)
         return data
+    report = LoadReport()
     math = load(dataset.math_paths, "math", max_gen_len, report)
     chat = load(dataset.chat_paths, "chat", max_gen_len, report)
     data.examples = mix_tasks(math, chat, dataset.chat_fraction, seed=seed)
@@ -106,6 +93,26 @@ def load_training_data(
             f"dataset.math_paths/chat_paths: {len(data.examples)} usable prompts, fewer than one batch ({report.as_dict()})"
         )
     return data
+
+
+def _fixed_pairs(
+    dataset: PromptDataSection, *, encoder: TextEncoder, eos_idx: int, max_seq_len: int
+) -> tuple[list[PairExample], LoadReport]:
+    """``dataset.pairs_path`` read and encoded; fewer than one batch is an error."""
+    assert dataset.pairs_path is not None
+    report = LoadReport()
+    pairs = load_pairs(
+        Path(dataset.pairs_path),
+        template=verifiable_prompt,
+        encoder=encoder,
+        eos_idx=eos_idx,
+        max_seq_len=max_seq_len,
+        report=report,
+    )
+    _log_skips("training pairs", report)
+    if len(pairs) < dataset.batch_size:
+        raise ConfigError(f"dataset.pairs_path: {len(pairs)} usable pairs, fewer than one batch ({report.as_dict()})")
+    return pairs, report
 
 
 def _log_skips(what: str, report: LoadReport) -> None:

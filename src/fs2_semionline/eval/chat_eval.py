@@ -42,11 +42,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fs2_semionline.core.errors import DataFileError
 from fs2_semionline.data.jsonl import PromptExample, iter_jsonl
 from fs2_semionline.generation.protocol import Completion, Sampler, SamplingConfig
+from fs2_semionline.rewards.routing import RewardModelClient, RewardRouter
 
 ID_FIELDS: tuple[str, ...] = ("question_id", "id")
 """Input fields read, in this order, as Arena-Hard's ``question_id``."""
@@ -168,14 +168,10 @@ def reward_summary(
     }
 
 
-def score_chat(generations: Sequence[ChatGeneration], reward_model: Any) -> list[list[float | None]]:
+def score_chat(generations: Sequence[ChatGeneration], reward_model: RewardModelClient) -> list[list[float | None]]:
     """The reward model's score of every sample (``None`` = failed), [prompt][sample]."""
-    from fs2_semionline.rewards.routing import score_responses
-
-    return score_responses(
-        [g.example for g in generations],
-        [[c.text for c in g.completions] for g in generations],
-        reward_model=reward_model,
+    return RewardRouter(reward_model=reward_model).score(
+        [g.example for g in generations], [[c.text for c in g.completions] for g in generations]
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from fairseq2.data.tokenizers import TokenDecoder, Tokenizer
+from fairseq2.generation import Hypothesis
 from fairseq2.generation.sampling import SamplingSequenceGenerator, TopKSampler, TopPSampler
 from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
@@ -30,7 +31,7 @@ def text_decoder(tokenizer: Tokenizer) -> TokenDecoder:
     from fairseq2.models.hg.tokenizer import HgTokenizer
 
     if isinstance(tokenizer, HgTokenizer):
-        return HuggingFaceTokenDecoder(tokenizer._model, skip_special_tokens=True)
+        return HuggingFaceTokenDecoder(tokenizer.model, skip_special_tokens=True)
     return tokenizer.create_decoder(skip_special_tokens=True)
 
 
@@ -81,24 +82,27 @@ def sample_completions(
             seqs = seqs.to(device)
             output = generator(seqs, BatchLayout.of(seqs, seq_lens))
             for hyps in output.hypotheses:
-                completions = []
-                for hyp in hyps:
-                    # fairseq2 caps a padded batch at its longest prompt + max_gen_len, so a
-                    # shorter prompt's completion can run longer: cut it to max_gen_len tokens
-                    # (EOS included, as vLLM's max_tokens counts it).
-                    ids = hyp.seq.tolist()[: sampling.max_gen_len]
-                    logprobs = None
-                    if hyp.step_scores is not None:  # probabilities of the drawn tokens
-                        logprobs = tuple(hyp.step_scores[: len(ids)].double().log().tolist())
-                    finished = bool(ids) and ids[-1] == vocab.eos_idx
-                    if finished:
-                        ids = ids[:-1]
-                    text = decoder(torch.as_tensor(ids, dtype=torch.int64)) if ids else ""
-                    completions.append(Completion(ids, text, finished, logprobs))
-                results.append(completions)
+                results.append([_completion(hyp, sampling.max_gen_len, vocab.eos_idx, decoder) for hyp in hyps])
     finally:
         model.train(was_training)
     return results
+
+
+def _completion(hyp: Hypothesis, max_gen_len: int, eos_idx: int, decoder: TokenDecoder) -> Completion:
+    """One hypothesis as a completion: its tokens without the EOS it ended on, its text,
+    and the log-probs of its tokens when the sampler scored them."""
+    # fairseq2 caps a padded batch at its longest prompt + max_gen_len, so a shorter
+    # prompt's completion can run longer: cut it to max_gen_len tokens (EOS included, as
+    # vLLM's max_tokens counts it).
+    ids = hyp.seq.tolist()[:max_gen_len]
+    logprobs = None
+    if hyp.step_scores is not None:  # probabilities of the drawn tokens
+        logprobs = tuple(hyp.step_scores[: len(ids)].double().log().tolist())
+    finished = bool(ids) and ids[-1] == eos_idx
+    if finished:
+        ids = ids[:-1]
+    text = decoder(torch.as_tensor(ids, dtype=torch.int64)) if ids else ""
+    return Completion(ids, text, finished, logprobs)
 
 
 class PolicySampler:

@@ -40,6 +40,7 @@ import torch
 
 from fs2_semionline.generation.buckets import flatten_bucket, plan_buckets
 from fs2_semionline.generation.protocol import GeneratorError, WeightSyncTimeout
+from fs2_semionline.glue.ray_internals import actor_id_hex
 
 Backend = Literal["gloo", "nccl"]
 _NAME_A_REPLICA_S = 10.0
@@ -252,7 +253,7 @@ def wait_all(refs: Sequence[Any], actors: Sequence[Any], timeout_s: float, what:
     if not_ready:
         replica = refs.index(not_ready[0])
         raise WeightSyncTimeout(
-            f"{what} of generator replica {replica} (Ray actor {actors[replica]._actor_id.hex()}) "
+            f"{what} of generator replica {replica} (Ray actor {actor_id_hex(actors[replica])}) "
             f"exceeded its timeout of {timeout_s} s"
         )
     return ray.get(refs)

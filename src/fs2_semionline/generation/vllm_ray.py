@@ -29,6 +29,7 @@ from fs2_semionline.generation.protocol import WeightSyncTimeout as WeightSyncTi
 from fs2_semionline.generation.sharding import WeightBuckets, as_buckets
 from fs2_semionline.generation.vllm_engine import VLLMEngine, cuda_available, prompt_seeds
 from fs2_semionline.generation.vllm_worker import checksums_match, weights_checksum
+from fs2_semionline.glue.ray_internals import actor_id_hex
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ class RayVLLMGenerator:
         try:
             return ray.get(ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError as err:
-            actor_id = self._actors[replica]._actor_id.hex()
+            actor_id = actor_id_hex(self._actors[replica])
             raise timeout_kls(
                 f"{what} of generator replica {replica} (Ray actor {actor_id}) exceeded its timeout of {timeout} s"
             ) from err

@@ -2,9 +2,9 @@
 
 fairseq2 0.8.1 registers its library (the value converter, the Hugging Face exporter)
 first and has no public way to replace a provider; a recipe's ``register`` runs before
-the first ``resolve()``, so removing the registration and adding ours is safe. This is
-the one use of the container's internals; ``tests/test_bad_input.py`` and
-``tests/test_export.py`` fail if it stops working.
+the first ``resolve()``, so removing the registration and adding ours is safe. The
+container's internals are read in ``fairseq2_internals.py``; ``tests/test_bad_input.py``
+and ``tests/test_export.py`` fail if replacing stops working.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from typing import Any, cast
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.utils.structured import StandardValueConverter, StructureError, ValueConverter
 
+from fs2_semionline.glue.fairseq2_internals import remove_registration, require_methods
+
 
 def replace_provider(
     container: DependencyContainer, kls: type[Any], provider: Callable[..., Any], *, singleton: bool = False
 ) -> None:
-    registrations = getattr(container, "_registrations")
-    if registrations.pop((kls, None), None) is not None:
-        getattr(container, "_keys")[kls].remove(None)
+    remove_registration(container, kls)
     container.register(kls, provider, singleton=singleton)
+
+
+STRICT_OVERRIDES = ("_structure_primitive", "_structure_list")
+"""fairseq2's private methods :class:`StrictValueConverter` refines."""
 
 
 class StrictValueConverter(StandardValueConverter):  # type: ignore[misc]
@@ -43,4 +47,5 @@ class StrictValueConverter(StandardValueConverter):  # type: ignore[misc]
 
 def register_strict_values(container: DependencyContainer) -> None:
     """Makes fairseq2 structure the recipe config with :class:`StrictValueConverter`."""
+    require_methods(StandardValueConverter, *STRICT_OVERRIDES)
     replace_provider(container, ValueConverter, lambda resolver: StrictValueConverter(), singleton=True)

@@ -1,10 +1,18 @@
 """Every reach into fairseq2's private attributes, in one place, each loud.
 
-fairseq2 0.8.1 gives no public way to the library under a raw token encoder, whose
-special-token set :mod:`~fs2_semionline.data.encoding` needs. A fairseq2 that renames an
-attribute read here raises :class:`Fairseq2InternalsChanged` naming it, instead of a
-silently different special-token set; ``tests/test_tokenizer_templates.py`` runs every
-reader against the installed fairseq2.
+fairseq2 0.8.1 gives no public way to
+
+- the library under a raw token encoder, whose special-token set
+  :mod:`~fs2_semionline.data.encoding` needs;
+- replace a provider it registered itself (the value converter, the Hugging Face
+  exporter: :mod:`~fs2_semionline.glue.container`);
+- refine how its value converter structures an int or a list (the two methods
+  ``StrictValueConverter`` overrides).
+
+A fairseq2 that renames anything read here raises :class:`Fairseq2InternalsChanged`
+naming it, instead of a silently different special-token set, a provider registered
+twice or an override that is never called; ``tests/test_internals.py`` and
+``tests/test_tokenizer_templates.py`` run every reader against the installed fairseq2.
 """
 
 from __future__ import annotations
@@ -44,3 +52,25 @@ def tiktoken_encoding_of(encoder: Any) -> Any | None:
     if not isinstance(encoder, TiktokenEncoder):
         return None
     return _attribute(encoder, "_encoding", "TiktokenEncoder's encoding")
+
+
+def remove_registration(container: Any, kls: type[Any]) -> bool:
+    """Drops the unkeyed provider of ``kls`` from a ``DependencyContainer`` (True if
+    there was one), so that ``register`` may add ours."""
+    registrations = _attribute(container, "_registrations", "DependencyContainer's providers")
+    keys = _attribute(container, "_keys", "DependencyContainer's keys per type")
+    if registrations.pop((kls, None), None) is None:
+        return False
+    keys[kls].remove(None)
+    return True
+
+
+def require_methods(kls: type[Any], *names: str) -> None:
+    """The private methods a subclass of ``kls`` overrides exist on ``kls`` (else the
+    override would silently never run)."""
+    for name in names:
+        if not callable(getattr(kls, name, None)):
+            raise Fairseq2InternalsChanged(
+                f"fairseq2's {kls.__name__} has no method {name!r} (overridden by fs2_semionline): "
+                "fs2_semionline/glue/fairseq2_internals.py needs updating for this fairseq2"
+            )

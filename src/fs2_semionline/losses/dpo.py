@@ -67,9 +67,7 @@ def dpo_loss(
     if nll_length_normalize and chosen_lens is None:
         raise ValueError("nll_length_normalize=True needs chosen_lens")
 
-    ref_chosen = ref_chosen.detach()
-    ref_rejected = ref_rejected.detach()
-    pc, pr, rc, rr = policy_chosen, policy_rejected, ref_chosen, ref_rejected
+    pc, pr, rc, rr = policy_chosen, policy_rejected, ref_chosen.detach(), ref_rejected.detach()
     if length_normalize:
         assert chosen_lens is not None and rejected_lens is not None
         lc = _lengths(chosen_lens, pc)

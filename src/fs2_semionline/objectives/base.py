@@ -23,13 +23,13 @@ from typing import ClassVar, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.metrics import Metric, Term
 from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.losses import Mismatch, sequence_logprobs
 from fs2_semionline.objectives.selection import PairingStats
 
 #: Logged by every objective that can correct for off-policy rollouts (truncated IS).
-IS_METRIC: dict[str, Metric] = {"is_truncated": Metric("IS Weights Truncated", 165)}
+IS_TERM = Term("is_truncated", Metric("IS Weights Truncated", 165), when="importance_cap_or_none")
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,8 @@ class LossOutput:
     """Summed over the items (the unit normalises by the step's item count)."""
     num_items: int
     metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """``{name: (value, weight)}``; every name is one of the objective's ``metric_names``."""
+    """``{name: (value, weight)}``, every name a term of the objective's ``TERMS``; the
+    unit logs those its config turns on (``metric_names``)."""
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,15 @@ class Traits:
 class Objective(Protocol[ItemT]):
     """A training objective: which rollouts to train on (its own item type), and the loss on them."""
 
-    METRICS: ClassVar[dict[str, Metric]]
-    """Every metric this kind of objective can log (display names for fairseq2)."""
+    TERMS: ClassVar[tuple[Term, ...]]
+    """Every metric this kind of objective can log, and the config key that turns each on."""
     TRAITS: ClassVar[Traits]
 
     @property
     def needs_reference(self) -> bool: ...
 
     def metric_names(self) -> tuple[str, ...]:
-        """The metrics this configured objective logs (a subset of ``METRICS``)."""
+        """The terms this configured objective logs (``enabled_names(TERMS, config)``)."""
 
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         """The reasons its selection can skip a prompt, given the batch's reward kinds."""

@@ -15,13 +15,13 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from fs2_semionline.config.training import DPOConfig, DPOTermConfig
-from fs2_semionline.core.metrics import Metric
+from fs2_semionline.config.training import DPOConfig
+from fs2_semionline.core.metrics import Metric, Term, enabled_names
 from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.data.jsonl import PairExample
 from fs2_semionline.losses import dpo_loss, truncated_weights
 from fs2_semionline.objectives.base import (
-    IS_METRIC,
+    IS_TERM,
     LossOutput,
     PreferencePair,
     Response,
@@ -34,24 +34,19 @@ from fs2_semionline.objectives.base import (
 from fs2_semionline.objectives.selection import PairingStats, select_dpo_pairs
 
 #: What a preference objective (DPO, GroupDPO) logs about its chosen and rejected sides.
-SIDE_METRICS: dict[str, Metric] = {
-    "dpo_loss": Metric("DPO Loss", 91),
-    "nll_loss": Metric("NLL Loss", 92),
-    "chosen_logps": Metric("Chosen Log-prob", 120),
-    "rejected_logps": Metric("Rejected Log-prob", 121),
-    "chosen_len": Metric("Chosen Length", 122),
-    "rejected_len": Metric("Rejected Length", 123),
+SIDE_TERMS: tuple[Term, ...] = (
+    Term("dpo_loss", Metric("DPO Loss", 91)),
+    Term("nll_loss", Metric("NLL Loss", 92), when="nll_scale"),
+    Term("chosen_logps", Metric("Chosen Log-prob", 120)),
+    Term("rejected_logps", Metric("Rejected Log-prob", 121)),
+    Term("chosen_len", Metric("Chosen Length", 122)),
+    Term("rejected_len", Metric("Rejected Length", 123)),
     # What TRL and torchtune users read first: how often the implicit reward β log π/π_ref
     # ranks chosen above rejected, and by how much (both before this step's update).
-    "reward_accuracy": Metric("Reward Accuracy", 124),
-    "reward_margin": Metric("Reward Margin", 125),
-    "num_pairs": Metric("Pairs", 130, "sum"),
-}
-
-
-def side_metric_names(config: DPOTermConfig) -> list[str]:
-    """The side metrics a preference objective logs: the NLL term only when it is trained."""
-    return [n for n in SIDE_METRICS if n != "nll_loss" or config.nll_scale != 0.0]
+    Term("reward_accuracy", Metric("Reward Accuracy", 124)),
+    Term("reward_margin", Metric("Reward Margin", 125)),
+    Term("num_pairs", Metric("Pairs", 130, "sum")),
+)
 
 
 def side_metrics(scores: Scores, chosen: list[int], rejected: list[int]) -> dict[str, tuple[float, float]]:
@@ -81,7 +76,7 @@ def fixed_pairs(pairs: Sequence[PairExample]) -> list[PreferencePair]:
 
 
 class DPOObjective:
-    METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **IS_METRIC}
+    TERMS: ClassVar[tuple[Term, ...]] = (*SIDE_TERMS, IS_TERM)
     TRAITS: ClassVar[Traits] = Traits(fixed_pairs=True)
 
     def __init__(self, config: DPOConfig) -> None:
@@ -94,10 +89,7 @@ class DPOObjective:
         return True
 
     def metric_names(self) -> tuple[str, ...]:
-        names = side_metric_names(self.config)
-        if self.importance_cap is not None:
-            names.append("is_truncated")
-        return tuple(names)
+        return enabled_names(self.TERMS, self.config)
 
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         return preference_skip_reasons(kinds)
@@ -135,9 +127,11 @@ class DPOObjective:
         )
         per_pair: Tensor = out.loss
         n = len(items)
-        metrics = {"dpo_loss": (detached_mean(out.dpo_loss), n), "num_pairs": (float(n), 1.0)}
-        if cfg.nll_scale != 0.0:
-            metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
+        metrics = {
+            "dpo_loss": (detached_mean(out.dpo_loss), n),
+            "nll_loss": (detached_mean(out.nll_loss), n),
+            "num_pairs": (float(n), 1.0),
+        }
         metrics |= side_metrics(scores, chosen, rejected)
         metrics |= reward_metrics(out.chosen_rewards, out.rejected_rewards)
         if self.importance_cap is not None and scores.mismatch is not None:

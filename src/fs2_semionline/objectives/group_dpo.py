@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from fs2_semionline.config.training import DPOTermConfig, GroupDPOGRPOConfig
-from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.metrics import Term, enabled_names, under
 from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.losses import group_dpo_loss, grpo_loss, sum_by_group
 from fs2_semionline.objectives.base import (
@@ -27,13 +27,13 @@ from fs2_semionline.objectives.base import (
     detached_mean,
     preference_skip_reasons,
 )
-from fs2_semionline.objectives.dpo import SIDE_METRICS, reward_metrics, side_metric_names, side_metrics
-from fs2_semionline.objectives.grpo import GRPO_METRICS
+from fs2_semionline.objectives.dpo import SIDE_TERMS, reward_metrics, side_metrics
+from fs2_semionline.objectives.grpo import GRPO_TERMS
 from fs2_semionline.objectives.selection import PairingStats, grpo_advantages, select_pair_sets
 
 
 class GroupDPOObjective:
-    METRICS: ClassVar[dict[str, Metric]] = dict(SIDE_METRICS)
+    TERMS: ClassVar[tuple[Term, ...]] = SIDE_TERMS
     TRAITS: ClassVar[Traits] = Traits()
 
     def __init__(self, config: DPOTermConfig) -> None:
@@ -44,7 +44,7 @@ class GroupDPOObjective:
         return True
 
     def metric_names(self) -> tuple[str, ...]:
-        return tuple(side_metric_names(self.config))
+        return enabled_names(self.TERMS, self.config)
 
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         return preference_skip_reasons(kinds)
@@ -84,9 +84,11 @@ class GroupDPOObjective:
             nll_length_normalize=cfg.nll_length_normalize,
         )
         n = len(items)
-        metrics = {"dpo_loss": (detached_mean(out.dpo_loss), n), "num_pairs": (float(out.num_pairs.sum()), 1.0)}
-        if cfg.nll_scale != 0.0:
-            metrics["nll_loss"] = (detached_mean(out.nll_loss), n)
+        metrics = {
+            "dpo_loss": (detached_mean(out.dpo_loss), n),
+            "nll_loss": (detached_mean(out.nll_loss), n),
+            "num_pairs": (float(out.num_pairs.sum()), 1.0),
+        }
         chosen = [c for cs, _ in groups for c in cs]
         rejected = [r for _, rs in groups for r in rs]
         metrics |= side_metrics(scores, chosen, rejected)
@@ -98,10 +100,11 @@ class GroupDPOGRPOObjective:
     """§4.2: L = L_GroupDPO(x, Y_c, Y_r) + α · L_GRPO(x, Y_c ∪ Y_r), per prompt: GroupDPO's
     selection and loss, with a GRPO term on the same responses."""
 
-    METRICS: ClassVar[dict[str, Metric]] = {**SIDE_METRICS, **GRPO_METRICS}
+    TERMS: ClassVar[tuple[Term, ...]] = (*under("dpo", SIDE_TERMS), *under("grpo", GRPO_TERMS))
     TRAITS: ClassVar[Traits] = GroupDPOObjective.TRAITS
 
     def __init__(self, config: GroupDPOGRPOConfig) -> None:
+        self.config = config
         self.group_dpo = GroupDPOObjective(config.dpo)
         self.grpo = config.grpo
         self.alpha = config.alpha
@@ -111,7 +114,7 @@ class GroupDPOGRPOObjective:
         return True
 
     def metric_names(self) -> tuple[str, ...]:
-        return (*self.group_dpo.metric_names(), "grpo_loss", *(("kl",) if self.grpo.kl_beta != 0.0 else ()))
+        return enabled_names(self.TERMS, self.config)
 
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         return self.group_dpo.skip_reasons(kinds)
@@ -141,6 +144,5 @@ class GroupDPOGRPOObjective:
         )
         grpo_per_prompt = sum_by_group(gr.loss, torch.tensor(group_ids, device=device), len(items))
         out.metrics["grpo_loss"] = (detached_mean(grpo_per_prompt), out.num_items)
-        if self.grpo.kl_beta != 0.0:
-            out.metrics["kl"] = (detached_mean(gr.kl), len(advantages))
+        out.metrics["kl"] = (detached_mean(gr.kl), len(advantages))
         return LossOutput(out.loss + self.alpha * grpo_per_prompt.sum(), out.num_items, out.metrics)

@@ -12,11 +12,11 @@ from typing import ClassVar
 import torch
 
 from fs2_semionline.config.training import GRPOConfig
-from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.metrics import Metric, Term, enabled_names
 from fs2_semionline.core.tasks import RewardKind
 from fs2_semionline.losses import grpo_loss, truncated_weights
 from fs2_semionline.objectives.base import (
-    IS_METRIC,
+    IS_TERM,
     AdvantageGroup,
     LossOutput,
     Rollouts,
@@ -26,14 +26,14 @@ from fs2_semionline.objectives.base import (
 )
 from fs2_semionline.objectives.selection import PairingStats, grpo_advantages
 
-GRPO_METRICS: dict[str, Metric] = {
-    "grpo_loss": Metric("GRPO Loss", 93),
-    "kl": Metric("KL (k3)", 94),
-}
+GRPO_TERMS: tuple[Term, ...] = (
+    Term("grpo_loss", Metric("GRPO Loss", 93)),
+    Term("kl", Metric("KL (k3)", 94), when="kl_beta"),
+)
 
 
 class GRPOObjective:
-    METRICS: ClassVar[dict[str, Metric]] = {**GRPO_METRICS, **IS_METRIC}
+    TERMS: ClassVar[tuple[Term, ...]] = (*GRPO_TERMS, IS_TERM)
     TRAITS: ClassVar[Traits] = Traits(on_policy_only=True)
 
     def __init__(self, config: GRPOConfig) -> None:
@@ -46,12 +46,7 @@ class GRPOObjective:
         return self.config.kl_beta != 0.0
 
     def metric_names(self) -> tuple[str, ...]:
-        names = ["grpo_loss"]
-        if self.config.kl_beta != 0.0:
-            names.append("kl")
-        if self.importance_cap is not None:
-            names.append("is_truncated")
-        return tuple(names)
+        return enabled_names(self.TERMS, self.config)
 
     def skip_reasons(self, kinds: frozenset[RewardKind]) -> tuple[str, ...]:
         """Advantages need two valid rewards that differ, whatever their kind."""
@@ -89,6 +84,5 @@ class GRPOObjective:
         )
         n = len(items)
         metrics["grpo_loss"] = (float(gr.loss.detach().sum()) / n, n)
-        if self.config.kl_beta != 0.0:
-            metrics["kl"] = (detached_mean(gr.kl), len(advantages))
+        metrics["kl"] = (detached_mean(gr.kl), len(advantages))
         return LossOutput(gr.loss.sum(), n, metrics)

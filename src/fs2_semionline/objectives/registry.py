@@ -25,7 +25,7 @@ from fairseq2.utils.validation import ValidationResult
 from fs2_semionline.config.fields import FieldChecks
 from fs2_semionline.config.training import DPOConfig, GroupDPOConfig, GroupDPOGRPOConfig, GRPOConfig
 from fs2_semionline.core.errors import ConfigError
-from fs2_semionline.core.metrics import Metric
+from fs2_semionline.core.metrics import Metric, metrics_of
 from fs2_semionline.objectives.base import Objective, Traits
 from fs2_semionline.objectives.dpo import DPOObjective
 from fs2_semionline.objectives.group_dpo import GroupDPOGRPOObjective, GroupDPOObjective
@@ -163,5 +163,5 @@ def all_objective_metrics() -> dict[str, Metric]:
     """Every metric any objective can log (registered as fairseq2 descriptors)."""
     out: dict[str, Metric] = {}
     for entry in OBJECTIVES.values():
-        out |= entry.kls.METRICS
+        out |= metrics_of(entry.kls.TERMS)
     return out

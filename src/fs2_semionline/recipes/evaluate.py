@@ -333,10 +333,15 @@ class EvalTask(Task):
             named += [(f"eval/chat/{s.name}", e, s.report.num_skipped) for s, e in zip(sets, set_entries)]
         for category, values, num_skipped in named:
             context.metric_recorder.record_metric_values(category, _chat_metrics(values, num_skipped), step_nr=0)
-        if rewards is not None:
+        self._log_chat(overall, exports, num_prompts=len(generations), num_samples=num_samples, num_sets=len(sets))
+
+    def _log_chat(
+        self, overall: dict[str, Any], exports: dict[str, Any], *, num_prompts: int, num_samples: int, num_sets: int
+    ) -> None:
+        if "mean_reward" in overall:  # scored by a reward model
             log.info(
                 "Reward model {}: mean reward {:.4f} ± {:.4f}, length-normalised {:.5f}, {} failed",
-                config.reward.model.name,
+                self._config.reward.model.name,
                 overall["mean_reward"],
                 overall["reward_stderr"],
                 overall["reward_len_norm"],
@@ -345,9 +350,9 @@ class EvalTask(Task):
         log.info(
             "{} answers to {} prompts in {} set(s) (mean length {:.1f} tokens, {} unfinished). "
             "For AlpacaEval 2.0: {}; for Arena-Hard: {}",
-            len(generations) * num_samples,
-            len(generations),
-            len(sets),
+            num_prompts * num_samples,
+            num_prompts,
+            num_sets,
             overall["mean_response_len"],
             overall["num_unfinished"],
             exports["alpaca_eval"],

@@ -71,7 +71,8 @@ from fs2_semionline.recipes.checks import (
     validates_through_generator,
 )
 from fs2_semionline.rewards import MathVerifyPool
-from fs2_semionline.rewards.reward_model_actor import RayRewardScorer, create_reward_scorer
+from fs2_semionline.rewards.reward_model_actor import create_reward_scorer
+from fs2_semionline.rewards.routing import RewardRouter
 from fs2_semionline.runs.export import register_hf_exporter
 from fs2_semionline.runs.resume import prepare_output_dir
 from fs2_semionline.units.preference import PreferenceUnit, train_metrics
@@ -177,9 +178,9 @@ class PreferenceFinetuneRecipe(Recipe):
                     reference, config.trainer, context.gangs, model_family(config.reference_model)
                 )
                 log.info("Reference model sharded like the policy (FSDP2 over {} ranks).", context.gangs.dp.size)
-            scorer, reward_model = self._rewards(config, data, stack)
-            unit = self._unit(context, config, data, objective, reference, schedule, scorer, reward_model)
-            valid_units, valid_readers = self._validation(context, config, data, schedule, scorer, reward_model)
+            rewards = self._rewards(config, data, stack)
+            unit = self._unit(context, config, data, objective, reference, schedule, rewards)
+            valid_units, valid_readers = self._validation(context, config, data, schedule, rewards)
             reader = self._reader(context, config, data)
             task = ClosingTask(context.create_trainer(unit, reader, valid_units, valid_readers), stack)
         except BaseException:
@@ -194,8 +195,7 @@ class PreferenceFinetuneRecipe(Recipe):
         config: PreferenceFinetuneConfig,
         data: TrainingData,
         schedule: RolloutSchedule | None,
-        scorer: MathVerifyPool | None,
-        reward_model: RayRewardScorer | None,
+        rewards: RewardRouter,
     ) -> tuple[list[ValidationUnit], list[DataPipelineReader[ValidationBatch]]]:
         """The held-out sets' unit, sampling through the generator on sync boundaries when it can."""
         if not data.valid_examples:
@@ -212,8 +212,7 @@ class PreferenceFinetuneRecipe(Recipe):
             tasks=data.valid_tasks,
             max_gen_len=config.generator.max_gen_len,
             seed=config.common.seed,
-            math_scorer=scorer,
-            reward_model=reward_model,
+            rewards=rewards,
         )
         return [unit], [self._valid_reader(context, valid, data.valid_examples)]
 
@@ -273,9 +272,7 @@ class PreferenceFinetuneRecipe(Recipe):
         )
 
     @staticmethod
-    def _rewards(
-        config: PreferenceFinetuneConfig, data: TrainingData, stack: ExitStack
-    ) -> tuple[MathVerifyPool | None, RayRewardScorer | None]:
+    def _rewards(config: PreferenceFinetuneConfig, data: TrainingData, stack: ExitStack) -> RewardRouter:
         """Math-Verify's pool for math prompts, the reward model's actor for chat prompts."""
         tasks = data.train_tasks | data.valid_tasks
         scorer, reward_model = None, None
@@ -286,7 +283,7 @@ class PreferenceFinetuneRecipe(Recipe):
             )
         if "chat" in tasks:
             reward_model = stack.enter_context(closing(create_reward_scorer(config.reward.model)))
-        return scorer, reward_model
+        return RewardRouter(scorer, reward_model)
 
     @staticmethod
     def _unit(
@@ -296,8 +293,7 @@ class PreferenceFinetuneRecipe(Recipe):
         objective: Objective[Any],
         reference: CausalLM | None,
         schedule: RolloutSchedule | None,
-        scorer: MathVerifyPool | None,
-        reward_model: RayRewardScorer | None,
+        rewards: RewardRouter,
     ) -> PreferenceUnit:
         unit = PreferenceUnit(
             context.get_data_parallel_model(),
@@ -305,8 +301,7 @@ class PreferenceFinetuneRecipe(Recipe):
             context.get_tokenizer(),
             reference=reference,
             schedule=schedule,
-            scorer=scorer,
-            reward_model=reward_model,
+            rewards=rewards,
             tasks=data.train_tasks,
             entropy_coef=config.loss.entropy_coef,
             seed=config.common.seed,

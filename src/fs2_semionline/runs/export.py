@@ -73,8 +73,6 @@ def find_checkpoint(source: Path, *, step: int | None = None, best: bool = False
 
 def export_checkpoint(ref: CheckpointRef, out_dir: Path, *, dtype: torch.dtype | None = None) -> Path:
     """Loads the checkpoint (merging FSDP shards) and writes the Hugging Face folder."""
-    import fairseq2
-    import fairseq2.runtime.dependency
     from fairseq2.assets import AssetStore
     from fairseq2.data.tokenizers import load_tokenizer
     from fairseq2.gang import create_fake_gangs
@@ -85,8 +83,6 @@ def export_checkpoint(ref: CheckpointRef, out_dir: Path, *, dtype: torch.dtype |
     from fs2_semionline.generation.factory import tokenizer_folder
     from fs2_semionline.glue.hf_export import export_hf_model
 
-    if fairseq2.runtime.dependency._resolver is None:  # not yet set up in this process
-        fairseq2.init_fairseq2()
     card_file = ref.run_dir / "checkpoints" / "model.yaml"
     config_file = ref.run_dir / "config.yaml"
     for path in (card_file, config_file, ref.model_dir):

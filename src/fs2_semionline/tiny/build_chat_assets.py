@@ -29,6 +29,7 @@ import random
 import shutil
 import statistics
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -188,7 +189,7 @@ def reward_model_report(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, nargs="?", default=Path("out/tiny_chat_assets"))
     parser.add_argument("--seed", type=int, default=0, help="data seed")
@@ -199,16 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--select-samples", type=int, default=4)
     parser.add_argument("--assets-dir", type=Path, default=TINY_CHAT_DIR)
     parser.add_argument("--keep-sft", action="store_true", help="reuse OUT_DIR/sft if it has checkpoints")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    assets: Path = args.assets_dir
-    splits = chat_task.generate_prompts(args.seed, num_train=4000, num_valid=200, num_test=300)
-    for split, prompts in splits.items():
-        chat_task.write_prompts(assets / "data" / f"{split}.jsonl", prompts)
 
-    out: Path = args.out_dir
-    if out.exists() and not args.keep_sft:
-        shutil.rmtree(out)
+def build_policy(args: argparse.Namespace, splits: dict[str, list[chat_task.ChatPrompt]], out: Path) -> dict[str, Any]:
+    """The mixed SFT run, and the checkpoint that learned chat with math accuracy nearest
+    40% (saved as the shipped ``model.pt``); its build record."""
     sft_file = out / "data" / "sft_mixed.jsonl"
     write_sft_data(sft_file, splits["train"], args.seed, answers_per_prompt=4, math_share=0.25)
     sft_dir = out / "sft"
@@ -222,7 +219,6 @@ def main(argv: list[str] | None = None) -> None:
             lr=args.sft_lr,
             checkpoint_after_n_steps=0,
         )
-    sft_seconds = wall_seconds(sft_dir)
     table = []
     for step in checkpoint_steps(sft_dir):
         row = {
@@ -235,9 +231,22 @@ def main(argv: list[str] | None = None) -> None:
     learned = [r for r in table if r["chat_valid_quality"] >= 0.9 * max(r["chat_valid_quality"] for r in table)]
     best = min(learned, key=lambda r: (abs(r["math_valid_accuracy"] - 0.4), -r["step"]))
     step = int(best["step"])
-    weights = load_checkpoint_weights(sft_dir, step)
-    torch.save(weights, assets / "model.pt")
+    torch.save(load_checkpoint_weights(sft_dir, step), args.assets_dir / "model.pt")
+    return {
+        "selected_step": step,
+        "init": "tiny_math_sft",
+        "sft_steps": args.sft_steps,
+        "sft_lr": args.sft_lr,
+        "sft_seconds": round(wall_seconds(sft_dir), 1),
+        "selection": table,
+    }
 
+
+def build_reward_model(
+    args: argparse.Namespace, splits: dict[str, list[chat_task.ChatPrompt]], out: Path, policy_step: int
+) -> dict[str, Any]:
+    """The reward model, initialised from the selected policy checkpoint and trained on
+    fresh preference pairs, exported as the shipped HF folder; its build record."""
     # Reward-model pairs: fresh prompts of the whole task (not only the policy's training
     # split, so the model sees many prompts once rather than few many times), never a
     # validation or test prompt; held-out pairs on the validation prompts.
@@ -256,53 +265,54 @@ def main(argv: list[str] | None = None) -> None:
     rm_run = out / "reward_model"
     if rm_run.exists():
         shutil.rmtree(rm_run)
-    run_reward_model_training(
-        rm_run, checkpoint_model_dir(sft_dir, step), train_pairs, valid_pairs, args.rm_steps, args.train_seed
-    )
+    sft_model = checkpoint_model_dir(out / "sft", policy_step)
+    run_reward_model_training(rm_run, sft_model, train_pairs, valid_pairs, args.rm_steps, args.train_seed)
     rm_step = best_scored_step(rm_run)
     assert rm_step is not None, "the reward-model run validates and scores every checkpoint"
+    rm_dir = args.assets_dir / "reward_model"
+    export_reward_model(load_checkpoint_weights(rm_run, rm_step), rm_dir)
+    return {
+        "selected_step": rm_step,
+        "steps": args.rm_steps,
+        "seconds": round(wall_seconds(rm_run), 1),
+        "num_train_pairs": num_train_pairs,
+        "num_valid_pairs": num_valid_pairs,
+        "init": f"policy step {policy_step}",
+        **reward_model_report(rm_dir, valid_pairs, splits["valid"], args.seed + 3),
+    }
 
+
+def export_reward_model(weights: dict[str, torch.Tensor], rm_dir: Path) -> None:
+    """The reward model as an HF folder with the tiny tokenizer and its reward token."""
     from fairseq2.models.hg.tokenizer import HgTokenizerConfig, load_hg_tokenizer
 
     from fs2_semionline.glue.extension import tiny_math_config
     from fs2_semionline.glue.hf_export import export_hf_model
     from fs2_semionline.tiny.train_reward_model import REWARD_TOKEN
 
-    rm_dir = assets / "reward_model"
     if rm_dir.exists():
         shutil.rmtree(rm_dir)
     vocab = load_hg_tokenizer(TINY_MATH_DIR / "tokenizer", HgTokenizerConfig()).vocab_info
-    export_hf_model(
-        load_checkpoint_weights(rm_run, rm_step),
-        tiny_math_config(),
-        vocab,
-        rm_dir,
-        tokenizer_dir=TINY_MATH_DIR / "tokenizer",
-        reward_token=REWARD_TOKEN,
-    )
-    report = reward_model_report(rm_dir, valid_pairs, splits["valid"], args.seed + 3)
+    tokenizer_dir = TINY_MATH_DIR / "tokenizer"
+    export_hf_model(weights, tiny_math_config(), vocab, rm_dir, tokenizer_dir=tokenizer_dir, reward_token=REWARD_TOKEN)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _arguments(argv)
+    splits = chat_task.generate_prompts(args.seed, num_train=4000, num_valid=200, num_test=300)
+    for split, prompts in splits.items():
+        chat_task.write_prompts(args.assets_dir / "data" / f"{split}.jsonl", prompts)
+    out: Path = args.out_dir
+    if out.exists() and not args.keep_sft:
+        shutil.rmtree(out)
+    policy = build_policy(args, splits, out)
     build = {
-        "policy": {
-            "selected_step": step,
-            "init": "tiny_math_sft",
-            "sft_steps": args.sft_steps,
-            "sft_lr": args.sft_lr,
-            "sft_seconds": round(sft_seconds, 1),
-            "selection": table,
-        },
-        "reward_model": {
-            "selected_step": rm_step,
-            "steps": args.rm_steps,
-            "seconds": round(wall_seconds(rm_run), 1),
-            "num_train_pairs": num_train_pairs,
-            "num_valid_pairs": num_valid_pairs,
-            "init": f"policy step {step}",
-            **report,
-        },
+        "policy": policy,
+        "reward_model": build_reward_model(args, splits, out, policy["selected_step"]),
         "data_seed": args.seed,
         "train_seed": args.train_seed,
     }
-    (assets / "build.json").write_text(json.dumps(build, indent=2) + "\n")
+    (args.assets_dir / "build.json").write_text(json.dumps(build, indent=2) + "\n")
     print(json.dumps(build, indent=2))
 
 

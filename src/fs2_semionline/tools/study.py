@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fs2_semionline.core.metrics import as_float
 from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.runs.checkpoints import checkpoint_model_dir, checkpoint_steps
 from fs2_semionline.tools.demo import _cli, _result, checkpoint_overrides
@@ -199,12 +200,12 @@ def training_summary(train_dir: Path) -> dict[str, float]:
 
 def summarise(rows: Sequence[dict[str, object]]) -> dict[str, float]:
     """Mean over seeds, s.e. across seeds, and the mean within-seed (N-sample) s.e."""
-    accs = [float(r["accuracy"]) for r in rows]  # type: ignore[arg-type]
+    accs = [as_float(r["accuracy"]) for r in rows]
     across = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else math.nan
-    within = statistics.mean(float(r["accuracy_stderr"]) for r in rows)  # type: ignore[arg-type]
+    within = statistics.mean(as_float(r["accuracy_stderr"]) for r in rows)
     out = {"accuracy": statistics.mean(accs), "stderr_across_seeds": across, "stderr_within_seed": within}
     for key in ("train_minutes", "version_lag", "mismatch", "reward", "rollout_length", "entropy"):
-        values = [float(r[key]) for r in rows if key in r]  # type: ignore[arg-type]
+        values = [as_float(r[key]) for r in rows if key in r]
         if values:
             out[key] = statistics.mean(values)
     return out

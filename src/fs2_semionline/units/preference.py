@@ -60,8 +60,7 @@ from fs2_semionline.objectives import (
     fixed_pairs,
 )
 from fs2_semionline.objectives.selection import SKIP_REASONS, PairingStats
-from fs2_semionline.rewards import MathVerifyPool
-from fs2_semionline.rewards.routing import RewardModelClient, score_responses
+from fs2_semionline.rewards.routing import RewardRouter
 from fs2_semionline.units.schedule import RolloutSchedule
 from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
@@ -133,8 +132,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         *,
         reference: CausalLM | None,
         schedule: RolloutSchedule | None,
-        scorer: MathVerifyPool | None = None,
-        reward_model: RewardModelClient | None = None,
+        rewards: RewardRouter | None = None,
         tasks: frozenset[str] = frozenset({"math"}),
         entropy_coef: float = 0.0,
         seed: int,
@@ -143,15 +141,14 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         rollout_logprobs: bool = False,
     ) -> None:
         """``policy``: the data-parallel facade (forward passes go through it).
-        ``schedule``: None for fixed pairs. ``tasks``: the tasks the prompts hold (a batch
+        ``schedule`` and ``rewards``: None for fixed pairs. ``tasks``: the tasks the prompts hold (a batch
         may mix them). ``rollout_logprobs``: the generator returns its log-probs of the
         sampled tokens (then the mismatch metrics are logged, and truncated IS can use them)."""
         self._policy = policy
         self._objective = objective
         self._reference = reference if objective.needs_reference else None
         self._schedule = schedule
-        self._scorer = scorer
-        self._reward_model = reward_model
+        self._rewards = rewards if rewards is not None else RewardRouter()
         self._tasks = tasks
         self._entropy_coef = entropy_coef
         self._seed = seed
@@ -235,7 +232,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
             loss, logits = self._idle_forward(step.idle_ids)  # the collectives run on every rank
         result = self._normalised(loss, logits, step, batch.num_micro, metrics)
         if items and not step.voided:  # a voided step trains nothing: no loss is logged
-            metrics.update_all(out.metrics)
+            metrics.update_terms(out.metrics)
             metrics.update("loss", loss.item() / out.num_items, out.num_items)
             metrics.update("num_prompts", float(out.num_items))
         metrics.update("forward_seconds", time.perf_counter() - start)
@@ -270,7 +267,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         """One reward per rollout, each prompt routed to its task's reward (None = failed)."""
         start = time.perf_counter()
         texts = [[c.text for c in cs] for cs in completions]
-        rewards = score_responses(examples, texts, math_scorer=self._scorer, reward_model=self._reward_model)
+        rewards = self._rewards.score(examples, texts)
         metrics.update("reward_seconds", time.perf_counter() - start)
         for task in (None, *sorted(self._tasks)):
             valid = [r for e, row in zip(examples, rewards) if task in (None, e.task) for r in row if r is not None]
@@ -302,7 +299,7 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         for item in items:
             offsets.append(offsets[-1] + len(item.responses))
         batch = ResponseBatch.build(prompts, [r.token_ids for r in responses], self._pad_idx, self._device)
-        stats = response_stats(self._policy, batch)  # type: ignore[arg-type]
+        stats = response_stats(self._policy, batch)
         ref_token_logps = None
         if self._reference is not None:
             with torch.no_grad():
@@ -317,10 +314,12 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         if not self._rollout_logprobs:
             return None
         lens = scores.mask.sum(dim=-1).tolist()
-        if any(r.gen_logps is None or len(r.gen_logps) != n for r, n in zip(responses, lens)):
-            return None
+        flat: list[float] = []
+        for r, n in zip(responses, lens):
+            if r.gen_logps is None or len(r.gen_logps) != n:
+                return None
+            flat += r.gen_logps
         gen = torch.zeros(scores.mask.shape, dtype=torch.float64, device=scores.mask.device)
-        flat = [x for r in responses for x in r.gen_logps]  # type: ignore[union-attr]
         gen[scores.mask.bool()] = torch.tensor(flat, dtype=torch.float64, device=gen.device)
         off = mismatch(scores.token_logps, gen, scores.mask)
         metrics.update("logprob_diff", off.mean_abs, off.num_tokens)
@@ -371,10 +370,10 @@ class PreferenceUnit(TrainUnit[PromptBatch | PairBatch]):
         rank, or the others wait forever."""
         ids = list(prompt_ids[:2]) if len(prompt_ids) >= 2 else [*prompt_ids, self._eos_idx]
         batch = ResponseBatch.build([ids[:1]], [ids[1:2]], self._pad_idx, self._device)
-        stats = response_stats(self._policy, batch)  # type: ignore[arg-type]
+        stats = response_stats(self._policy, batch)
         if self._reference is not None:
             with torch.no_grad():
-                response_stats(self._reference, batch)  # type: ignore[arg-type]
+                response_stats(self._reference, batch)
         return stats.logits.sum() * 0.0, stats.logits
 
     def _skip(self) -> tuple[Tensor, int]:

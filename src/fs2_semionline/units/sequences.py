@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout
 from torch import Tensor
+from torch.nn import Module
 
 from fs2_semionline.losses import token_stats
 
@@ -45,9 +45,10 @@ class ResponseStats:
     token_neg_entropy: Tensor  # [B, S-1] float32, Σ_v p log p; 0 outside the response mask
 
 
-def response_stats(model: CausalLM, batch: ResponseBatch) -> ResponseStats:
+def response_stats(model: Module, batch: ResponseBatch) -> ResponseStats:
     """Per-token log-probs and negative entropy of the response tokens, the softmax in
-    fp32 a chunk of tokens at a time (``objectives.token_stats``)."""
+    fp32 a chunk of tokens at a time (``losses.token_stats``). ``model``: a ``CausalLM``
+    or the data-parallel module that wraps one (same call)."""
     inputs = batch.seqs[:, :-1]
     layout = BatchLayout.of(inputs, [max(n - 1, 1) for n in batch.seq_lens])
     logits = model(inputs, layout)

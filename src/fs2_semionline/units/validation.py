@@ -41,13 +41,13 @@ from fairseq2.metrics import MetricBag, Sum
 from typing_extensions import override
 
 from fs2_semionline.config.training import ValidationSection
-from fs2_semionline.core.metrics import MeanOrNaN, Metric
+from fs2_semionline.core.metrics import MeanOrNaN, Metric, as_float
 from fs2_semionline.core.seeding import step_seed
 from fs2_semionline.data.jsonl import PromptExample
 from fs2_semionline.eval.chat_eval import length_normalised_reward
 from fs2_semionline.generation.local import GeneratorSampler, PolicySampler
 from fs2_semionline.generation.protocol import Completion, Generator, SamplingConfig
-from fs2_semionline.rewards.routing import RewardModelClient, score_responses
+from fs2_semionline.rewards.routing import RewardRouter
 
 #: Registered as fairseq2 metric descriptors; the higher-is-better ones select checkpoints.
 VALID_METRICS: dict[str, Metric] = {
@@ -78,7 +78,7 @@ def validation_score(values: MutableMapping[str, object], tasks: frozenset[str])
     validated (paper §3.3). A component that could not be measured (every reward
     failed) makes the score −inf, so that checkpoint is never selected, and is logged."""
     parts = {"math": values.get("accuracy"), "chat": values.get("reward_len_norm")}
-    chosen = [float(parts[t]) for t in sorted(tasks)]  # type: ignore[arg-type]
+    chosen = [as_float(parts[t]) for t in sorted(tasks)]
     if not chosen or any(math.isnan(p) for p in chosen):
         log.warning("validation: no reward could be measured for some task ({}): score is -inf", parts)
         return -math.inf
@@ -143,8 +143,7 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
         tasks: frozenset[str],
         max_gen_len: int,
         seed: int,
-        math_scorer: Any = None,
-        reward_model: RewardModelClient | None = None,
+        rewards: RewardRouter,
     ) -> None:
         self._sample = sampler
         self._seed = seed
@@ -152,8 +151,7 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
         self._config = config
         self._tasks = tasks
         self._sampling = SamplingConfig(config.temperature, config.top_p, config.max_gen_len or max_gen_len)
-        self._math_scorer = math_scorer
-        self._reward_model = reward_model
+        self._rewards = rewards
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -178,12 +176,7 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
         self._batch_nr += 1
         if not examples:  # this rank's share ran out (the others may still sample)
             return
-        rewards = score_responses(
-            examples,
-            [[c.text for c in cs] for cs in completions],
-            math_scorer=self._math_scorer,
-            reward_model=self._reward_model,
-        )
+        rewards = self._rewards.score(examples, [[c.text for c in cs] for cs in completions])
         num_failed = 0
         for task, reward_name in (("math", "accuracy"), ("chat", "reward/chat")):
             scored = [
@@ -204,8 +197,8 @@ class ValidationUnit(EvalUnit[ValidationBatch]):
     @override
     def process_metric_values(self, values: MutableMapping[str, object]) -> None:
         if "chat" in self._tasks:
-            reward = float(values["reward/chat"])  # type: ignore[arg-type]
-            length = float(values["response_len/chat"])  # type: ignore[arg-type]
+            reward = as_float(values["reward/chat"])
+            length = as_float(values["response_len/chat"])
             values["reward_len_norm"] = length_normalised_reward(reward, length, self._config.length_normalize)
             if self._config.length_normalize == "mean_ratio" and reward < 0:
                 log.warning(

@@ -23,10 +23,10 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from fs2_semionline.core.errors import ConfigError, UserInputError
 from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
@@ -34,6 +34,8 @@ from fs2_semionline.data.jsonl import LoadReport, iter_jsonl
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
     from fairseq2.assets import AssetStore
+
+T = TypeVar("T")
 
 #: How many bad rows ``stats.json`` names (all of them are counted).
 MAX_BAD_ROWS_LISTED = 100
@@ -278,6 +280,40 @@ def _dedup_key(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- stats / output
+
+
+def parsed_rows(
+    table: InputTable, columns: Sequence[str], parse: Callable[[SourceRow], T], stats: PrepareStats
+) -> Iterator[tuple[SourceRow, T]]:
+    """Every row of ``table`` (counted as read) with what ``parse`` reads of it; a row
+    ``parse`` refuses is a counted, listed bad row and is passed over."""
+    for row in table.rows(columns):
+        stats.report.num_read += 1
+        try:
+            parsed = parse(row)
+        except _BadRow as ex:
+            stats.bad_row(row, str(ex))
+            continue
+        yield row, parsed
+
+
+class UniqueRecords:
+    """Records in first-seen order; a later one with the same prompt (up to white space)
+    is a counted ``duplicate`` drop, so that no problem lands in two splits."""
+
+    def __init__(self, stats: PrepareStats) -> None:
+        self.records: list[dict[str, object]] = []
+        self._seen: set[str] = set()
+        self._stats = stats
+
+    def add(self, record: dict[str, object]) -> bool:
+        key = _dedup_key(str(record["prompt"]))
+        if key in self._seen:
+            self._stats.drop("duplicate")
+            return False
+        self._seen.add(key)
+        self.records.append(record)
+        return True
 
 
 @dataclass

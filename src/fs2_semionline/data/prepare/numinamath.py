@@ -18,13 +18,13 @@ from fs2_semionline.data.prepare.common import (
     InputTable,
     PrepareStats,
     SourceRow,
-    _BadRow,
-    _dedup_key,
+    UniqueRecords,
     _held_out_split,
     _optional_text,
     _text,
     _write_outputs,
     expand_inputs,
+    parsed_rows,
 )
 
 #: Validation and test sizes of the paper's NuminaMath split (§3.1).
@@ -119,6 +119,15 @@ def _numina_row(
     return record, len(boxes)
 
 
+def _numina_columns(table: InputTable, layout: Literal["1.5", "cot"]) -> tuple[str, ...]:
+    """The columns read in a file of ``layout`` (the required ones must be there)."""
+    if layout == "1.5":
+        table.require("problem", "answer", "question_type", "source")
+        return ("problem", "answer", "question_type", "source", "synthetic", "problem_type")
+    table.require("problem", "solution", "source")
+    return ("problem", "solution", "source")
+
+
 def prepare_numinamath(
     inputs: Sequence[Path | str],
     out: Path | str,
@@ -147,38 +156,16 @@ def prepare_numinamath(
         [str(p) for p in paths],
         {"seed": seed, "valid_size": valid_size, "test_size": test_size, "layout": layout},
     )
-    kept: list[dict[str, object]] = []
-    seen: set[str] = set()
+    kept = UniqueRecords(stats)
     num_multi_box = 0
     for path in paths:
         table = InputTable(path)
         file_layout = _numina_layout(table, layout)
-        columns: tuple[str, ...]
-        if file_layout == "1.5":
-            columns = ("problem", "answer", "question_type", "source")
-            table.require(*columns)
-            columns += ("synthetic", "problem_type")
-        else:
-            columns = ("problem", "solution", "source")
-            table.require(*columns)
-        for row in table.rows(columns):
-            stats.report.num_read += 1
-            try:
-                result = _numina_row(row, file_layout, stats)
-            except _BadRow as ex:
-                stats.bad_row(row, str(ex))
-                continue
-            if result is None:
-                continue
-            record, num_boxes = result
-            key = _dedup_key(str(record["prompt"]))
-            if key in seen:
-                stats.drop("duplicate")
-                continue
-            seen.add(key)
-            kept.append(record)
-            num_multi_box += num_boxes > 1
+        columns = _numina_columns(table, file_layout)
+        for _, result in parsed_rows(table, columns, lambda row: _numina_row(row, file_layout, stats), stats):
+            if result is not None and kept.add(result[0]):
+                num_multi_box += result[1] > 1
     stats.extra["answers_of_several_boxes"] = num_multi_box
-    splits = _held_out_split(kept, {"valid": valid_size, "test": test_size}, seed)
+    splits = _held_out_split(kept.records, {"valid": valid_size, "test": test_size}, seed)
     _write_outputs(Path(out), {"train": splits["train"], "valid": splits["valid"], "test": splits["test"]}, stats)
     return stats

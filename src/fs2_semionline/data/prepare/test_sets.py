@@ -4,26 +4,36 @@ content filter); any such set by name or folder for ``lm evaluate``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fs2_semionline.data.jsonl import unusable_answer
 from fs2_semionline.data.prepare.common import (
     InputTable,
     PrepareStats,
-    _BadRow,
+    SourceRow,
     _optional_text,
     _text,
     _write_outputs,
     dataset_name,
     expand_inputs,
     number_text,
+    parsed_rows,
 )
 
 #: Where the Hub's math test sets keep the problem and the answer (MATH-500: problem /
 #: answer; math-ai/amc23: question / answer; AIME 2024 copies: Problem / Answer).
 PROMPT_COLUMNS = ("problem", "question", "Problem", "Question", "prompt")
 ANSWER_COLUMNS = ("answer", "Answer")
+
+
+def _problem_reader(prompt_column: str, answer_column: str) -> Callable[[SourceRow], tuple[str, str]]:
+    """A row's problem (stripped) and its answer as text (a number as written)."""
+
+    def read(row: SourceRow) -> tuple[str, str]:
+        return _text(row, prompt_column).strip(), number_text(_text(row, answer_column, allow_number=True))
+
+    return read
 
 
 def _prepare_test_set(
@@ -51,14 +61,8 @@ def _prepare_test_set(
         table.require(prompt_column, answer_column)
         if url_contains is not None:
             table.require("url")
-        for row in table.rows([prompt_column, answer_column, *extra_columns]):
-            stats.report.num_read += 1
-            try:
-                problem = _text(row, prompt_column).strip()
-                answer = number_text(_text(row, answer_column, allow_number=True))
-            except _BadRow as ex:
-                stats.bad_row(row, str(ex))
-                continue
+        columns = [prompt_column, answer_column, *extra_columns]
+        for row, (problem, answer) in parsed_rows(table, columns, _problem_reader(prompt_column, answer_column), stats):
             if url_contains is not None and url_contains not in _optional_text(row, "url"):
                 stats.drop("url_not_matching")
             elif not problem:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fs2_semionline.core.errors import UserInputError
@@ -15,10 +16,11 @@ from fs2_semionline.data.prepare.common import (
     InputTable,
     PrepareStats,
     SourceRow,
+    UniqueRecords,
     _BadRow,
-    _dedup_key,
     _write_outputs,
     expand_inputs,
+    parsed_rows,
     unicode_text,
 )
 
@@ -38,6 +40,36 @@ def _first_user_turn(row: SourceRow) -> str | None:
                 raise _BadRow(f"field 'conversation': turn {i} has no string 'content'")
             return unicode_text(content, "conversation")
     return None
+
+
+@dataclass(frozen=True)
+class WildChatFilters:
+    """The optional filters, on the dataset's conversation-level columns."""
+
+    english_only: bool = False
+    single_turn_only: bool = False
+    drop_toxic: bool = False
+
+    def required_columns(self) -> list[str]:
+        return [
+            c
+            for c, on in (("language", self.english_only), ("turn", self.single_turn_only), ("toxic", self.drop_toxic))
+            if on
+        ]
+
+    def drop_reason(self, row: SourceRow, prompt: str | None) -> str | None:
+        """Why the row's prompt is not kept (None: kept, unless it is a duplicate)."""
+        if prompt is None:
+            return "no_user_turn"
+        if self.single_turn_only and row.data.get("turn") != 1:
+            return "multi_turn"
+        if self.drop_toxic and row.data.get("toxic") is True:
+            return "toxic"
+        if self.english_only and row.data.get("language") != "English":
+            return "not_english"
+        if not prompt.strip():
+            return "empty_prompt"
+        return None
 
 
 def prepare_wildchat(
@@ -62,56 +94,31 @@ def prepare_wildchat(
     ``num`` (all when None) to train.jsonl.
     """
     paths = expand_inputs(inputs)
-    stats = PrepareStats(
-        "wildchat",
-        [str(p) for p in paths],
-        {
-            "num": num,
-            "valid": valid,
-            "seed": seed,
-            "english_only": english_only,
-            "single_turn_only": single_turn_only,
-            "drop_toxic": drop_toxic,
-        },
-    )
-    kept: list[dict[str, object]] = []
-    seen: set[str] = set()
+    filters = WildChatFilters(english_only, single_turn_only, drop_toxic)
+    options = {"num": num, "valid": valid, "seed": seed, **asdict(filters)}
+    stats = PrepareStats("wildchat", [str(p) for p in paths], options)
+    kept = UniqueRecords(stats)
     for path in paths:
         table = InputTable(path)
-        table.require("conversation")
-        if english_only:
-            table.require("language")
-        if single_turn_only:
-            table.require("turn")
-        if drop_toxic:
-            table.require("toxic")
+        table.require("conversation", *filters.required_columns())
         id_column = next((c for c in ("conversation_hash", "conversation_id") if c in table.columns), None)
         columns = ["conversation", "language", "turn", "toxic"] + ([id_column] if id_column else [])
-        for row in table.rows(columns):
-            stats.report.num_read += 1
-            try:
-                prompt = _first_user_turn(row)
-            except _BadRow as ex:
-                stats.bad_row(row, str(ex))
+        for row, prompt in parsed_rows(table, columns, _first_user_turn, stats):
+            if (reason := filters.drop_reason(row, prompt)) is not None:
+                stats.drop(reason)
                 continue
-            if prompt is None:
-                stats.drop("no_user_turn")
-            elif single_turn_only and row.data.get("turn") != 1:
-                stats.drop("multi_turn")
-            elif drop_toxic and row.data.get("toxic") is True:
-                stats.drop("toxic")
-            elif english_only and row.data.get("language") != "English":
-                stats.drop("not_english")
-            elif not prompt.strip():
-                stats.drop("empty_prompt")
-            elif (key := _dedup_key(prompt)) in seen:
-                stats.drop("duplicate")
-            else:
-                seen.add(key)
-                record: dict[str, object] = {"prompt": prompt.strip(), "source": "wildchat"}
-                if id_column and isinstance(row.data.get(id_column), str):
-                    record["id"] = row.data[id_column]
-                kept.append(record)
+            record: dict[str, object] = {"prompt": str(prompt).strip(), "source": "wildchat"}
+            if id_column and isinstance(row.data.get(id_column), str):
+                record["id"] = row.data[id_column]
+            kept.add(record)
+    _write_outputs(Path(out), _sampled_splits(kept.records, num, valid, seed, stats), stats)
+    return stats
+
+
+def _sampled_splits(
+    kept: list[dict[str, object]], num: int | None, valid: int, seed: int, stats: PrepareStats
+) -> dict[str, list[dict[str, object]]]:
+    """Seeded shuffle: the first ``valid`` prompts to valid, the next ``num`` (all: None) to train."""
     if num is not None and num + valid > len(kept):
         raise UserInputError(
             f"only {len(kept)} prompts remain after filtering: too few for --num {num} and --valid {valid}"
@@ -126,5 +133,4 @@ def prepare_wildchat(
         splits["valid"] = shuffled[:valid]
     # Kept by every filter but not drawn by the sampling.
     stats.extra["num_not_sampled"] = len(shuffled) - train_end
-    _write_outputs(Path(out), splits, stats)
-    return stats
+    return splits
