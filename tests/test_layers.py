@@ -5,6 +5,7 @@ functions count too). A new arrow upwards fails here, naming the file and the im
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import fs2_semionline
@@ -64,3 +65,32 @@ def test_no_import_goes_up_a_layer() -> None:
 
 def test_the_package_root_holds_only_the_command() -> None:
     assert sorted(p.name for p in ROOT.glob("*.py")) == ["__init__.py", "cli.py"]
+
+
+def _readme_layout() -> dict[str, set[str]]:
+    """The words of each folder's entry in the README's layout (continuation lines included)."""
+    readme = (ROOT.parents[1] / "README.md").read_text()
+    block = readme[readme.index("## Layout") :].split("```")[1]
+    entries: dict[str, set[str]] = {}
+    folder = None
+    for line in block.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            folder = line.split()[0].rstrip("/")
+            entries[folder] = set()
+        elif not line.startswith("   "):
+            folder = None
+        if folder is not None:
+            entries[folder] |= set(re.findall(r"[a-z_0-9]+", line))
+    return entries
+
+
+def test_the_readme_layout_names_every_module_in_its_folder() -> None:
+    entries = _readme_layout()
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.stem not in ("__init__", "__main__")
+        and len(path.relative_to(ROOT).parts) > 1
+        and path.stem not in entries.get(path.relative_to(ROOT).parts[0], set())
+    ]
+    assert not missing, f"README.md's layout does not name: {missing}"
