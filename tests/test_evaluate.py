@@ -32,6 +32,7 @@ def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 2 and "error: --preset nope: no such preset. Known presets:" in out.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset: Path) -> None:
     user = tmp_path / "user.yaml"
     user.write_text("sampling:\n  max_gen_len: 40\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,24 @@ def test_checkpoints_fall_on_sync_boundaries() -> None:
     assert study._checkpoint_interval(2, study.ONLINE) == 2
 
 
+def _cli_in_process(*args: str) -> None:
+    """``fs2-semionline ARGS`` as the study runs it, in this process: the same command
+    without the ~8 s a fresh interpreter spends importing, for each of the study's runs."""
+    from fs2_semionline.cli import main
+
+    argv = list(sys.argv)
+    try:
+        main([*args, "--no-rich"])
+    except SystemExit as ex:
+        assert ex.code in (0, None), f"fs2-semionline {' '.join(args)} exited with {ex.code}"
+    finally:
+        sys.argv = argv
+
+
+@pytest.mark.slow
 def test_a_two_method_one_seed_study_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(study, "METHODS", list(study.METHODS))  # main() narrows the list
+    monkeypatch.setattr(study, "_cli", _cli_in_process)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "study"
     study.main(

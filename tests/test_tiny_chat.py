@@ -23,6 +23,8 @@ from fs2_semionline.data import chat_task
 from fs2_semionline.data.templates import EOT, non_verifiable_prompt
 from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec, resolve_reward_model
 
+pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
+
 
 def test_exported_reward_model_scores_what_training_scored(tiny_model, tiny_tokenizer, tmp_path: Path) -> None:
     """The reward the Bradley–Terry unit trains (a logit at the last token, fairseq2) is the

@@ -20,6 +20,8 @@ from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
 from helpers import run_main
 
+pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory) -> Path:

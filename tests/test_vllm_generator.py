@@ -26,6 +26,8 @@ from fs2_semionline.glue.extension import tiny_math_config
 from fs2_semionline.glue.hf_export import export_hf_model, to_hf_state_dict
 from fs2_semionline.units.sequences import ResponseBatch, response_stats
 
+pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
+
 SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_gen_len=32)
 GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_gen_len=32)
 # Per-token log-prob tolerance, vLLM vs the trainer on the same weights. Both compute in

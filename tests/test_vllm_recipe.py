@@ -34,6 +34,8 @@ from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
 from helpers import run_recipe, tiny_config
 
+pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
+
 TIMING = ("Time", "Elapsed", "Wall", "/s", "Per Second", "Seconds")
 
 
