@@ -4,9 +4,6 @@ Arena-Hard, with the input's ids carried through; bad lines are FILE:LINE errors
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,8 @@ from fs2_semionline.core.errors import DataFileError
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.eval.chat_eval import read_chat_ids
 from fs2_semionline.eval.sets import load_eval_sets
+
+from helpers import run_main
 
 ALPACA_KEYS = {"instruction", "output", "generator", "dataset"}
 ARENA_KEYS = {"question_id", "answer_id", "model_id", "choices", "tstamp"}
@@ -25,7 +24,7 @@ def _write(path: Path, records: list[dict[str, object] | str]) -> Path:
     return path
 
 
-def test_cli_exports_both_judges_formats(tmp_path: Path) -> None:
+def test_cli_exports_both_judges_formats(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     alpaca = _write(
         tmp_path / "alpaca.jsonl",
         [
@@ -41,11 +40,7 @@ def test_cli_exports_both_judges_formats(tmp_path: Path) -> None:
         ],
     )
     out_dir = tmp_path / "chat"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 threads on 2 busy cores: ~40x slower sampling
     cmd = [
-        sys.executable,
-        "-m",
-        "fs2_semionline.cli",
         "lm",
         "evaluate",
         str(out_dir),
@@ -56,7 +51,7 @@ def test_cli_exports_both_judges_formats(tmp_path: Path) -> None:
         "sampling.max_gen_len=12",
         "export.model_name=tiny-chat",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    out = run_main(cmd, capfd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     result = json.loads((out_dir / "results.json").read_text())
@@ -120,7 +115,7 @@ def test_chat_prompts_need_no_answer(tmp_path: Path) -> None:
     assert "Given the following problem" not in s.examples[0].text  # Figure 5, not Figure 4
 
 
-def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
+def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """``reward.model`` set: every answer gets the reward model's score; the summary is the
     mean ± s.e. over prompts and mean reward / mean length, as validation computes it."""
     from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec
@@ -131,11 +126,7 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
         tmp_path / "chat.jsonl", [{"prompt": f"Tell me about Ana and the coins. Use {k} sentences."} for k in (1, 2, 3)]
     )
     out_dir = tmp_path / "scored"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable,
-        "-m",
-        "fs2_semionline.cli",
         "lm",
         "evaluate",
         str(out_dir),
@@ -147,7 +138,7 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
         "sampling.num_samples=2",
         f"reward.model.name={rm_dir}",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    out = run_main(cmd, capfd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((out_dir / "results.json").read_text())
     generations = [json.loads(l) for l in (out_dir / "generations.jsonl").read_text().splitlines()]
@@ -164,12 +155,9 @@ def test_cli_scores_chat_answers_with_a_reward_model(tmp_path: Path) -> None:
     assert result["num_failed_rewards"] == 0
 
 
-def test_cli_refuses_an_unknown_reward_model_before_sampling(tmp_path: Path) -> None:
+def test_cli_refuses_an_unknown_reward_model_before_sampling(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     chat = _write(tmp_path / "chat.jsonl", [{"prompt": "Hello"}])
     cmd = [
-        sys.executable,
-        "-m",
-        "fs2_semionline.cli",
         "lm",
         "evaluate",
         str(tmp_path / "out"),
@@ -179,7 +167,7 @@ def test_cli_refuses_an_unknown_reward_model_before_sampling(tmp_path: Path) -> 
         f"dataset.paths=[{chat}]",
         f"reward.model.name={tmp_path / 'no_such_rm'}",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = run_main(cmd, capfd)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert (
         "reward.model.name: " in out.stdout + out.stderr

@@ -7,9 +7,6 @@ which sets run before it; the top-level keys pool all problems (as one file woul
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,14 +15,15 @@ from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.data.encoding import TextEncoder
 from fs2_semionline.eval.sets import drop_long_prompts, load_eval_sets, set_names
 
+from helpers import run_main
+
 LINES = (TINY_MATH_DATA_DIR / "test.jsonl").read_text().splitlines()
-# One intra-op thread: on 2 cores shared with other jobs, 2 OpenMP threads make this
-# tiny model's sampler ~40x slower (spinning threads wait for each other).
-ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture
 def one_thread():
+    """One intra-op thread: on 2 cores shared with other jobs, 2 OpenMP threads make this
+    tiny model's sampler ~40x slower (spinning threads wait for each other)."""
     import torch
 
     before = torch.get_num_threads()
@@ -95,14 +93,13 @@ def test_long_prompts_are_counted_per_set(tmp_path: Path) -> None:
     assert s.report.as_dict() == {"num_read": 3, "num_skipped": 1, "skipped": {"prompt_too_long": 1}}
 
 
-def test_cli_reports_each_set_and_the_pool(tmp_path: Path, two_files) -> None:
+def test_cli_reports_each_set_and_the_pool(
+    tmp_path: Path, two_files, one_thread, capfd: pytest.CaptureFixture[str]
+) -> None:
     """b, a, b: the last b ran after another set yet equals the first (= b alone)."""
     a, b = two_files
     out_dir = tmp_path / "eval"
     cmd = [
-        sys.executable,
-        "-m",
-        "fs2_semionline.cli",
         "lm",
         "evaluate",
         str(out_dir),
@@ -116,7 +113,7 @@ def test_cli_reports_each_set_and_the_pool(tmp_path: Path, two_files) -> None:
         f"dataset.paths=[{b},{a},{b}]",
         "sampling.max_batch_size=8",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ONE_THREAD_ENV)
+    out = run_main(cmd, capfd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((out_dir / "results.json").read_text())
     sets = result["sets"]

@@ -9,7 +9,7 @@ import pytest
 
 from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 
-from helpers import build_datasets_cache, run_cli
+from helpers import build_datasets_cache, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +20,21 @@ def subset(tmp_path_factory) -> Path:
     return path
 
 
-def test_presets_lists_each_preset_with_its_recipe() -> None:
-    out = run_cli(["presets"])
+def test_presets_lists_each_preset_with_its_recipe(capfd: pytest.CaptureFixture[str]) -> None:
+    out = run_main(["presets"], capfd)
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line for line in out.stdout.splitlines()}
     assert "lm evaluate" in rows["eval_tiny_math"] and "lm evaluate" in rows["eval_math"]
 
 
-def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
-    out = run_cli(["lm", "evaluate", str(tmp_path), "--preset", "nope"])
+def test_unknown_preset_is_a_clear_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = run_main(["lm", "evaluate", str(tmp_path), "--preset", "nope"], capfd)
     assert out.returncode == 2 and "error: --preset nope: no such preset. Known presets:" in out.stderr
 
 
-@pytest.mark.slow
-def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset: Path) -> None:
+def test_evaluate_preset_plus_config_file_plus_overrides(
+    tmp_path: Path, subset: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     user = tmp_path / "user.yaml"
     user.write_text("sampling:\n  max_gen_len: 40\n")
     out_dir = tmp_path / "eval"
@@ -51,7 +52,7 @@ def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset:
         f"dataset.paths=[{subset}]",
         "common.seed=5",
     ]
-    out = run_cli(args)
+    out = run_main(args, capfd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((out_dir / "results.json").read_text())
     assert result["num_problems"] == 60 and result["num_samples"] == 4
@@ -75,16 +76,16 @@ def test_evaluate_preset_plus_config_file_plus_overrides(tmp_path: Path, subset:
     # Same seed, same samples, same numbers.
     again = tmp_path / "again"
     args[2] = str(again)
-    assert run_cli(args).returncode == 0
+    assert run_main(args, capfd).returncode == 0
     assert (
         json.loads((again / "results.json").read_text())["accuracy_per_sample_set"] == result["accuracy_per_sample_set"]
     )
 
 
-def test_evaluate_bad_file_exits_with_one_clear_line(tmp_path: Path) -> None:
+def test_evaluate_bad_file_exits_with_one_clear_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "What is 1 plus 1?", "answer": "2"}\n{"prompt": "What is 2 plus 2?"}\n')
-    out = run_cli(
+    out = run_main(
         [
             "lm",
             "evaluate",
@@ -94,7 +95,8 @@ def test_evaluate_bad_file_exits_with_one_clear_line(tmp_path: Path) -> None:
             "--no-rich",
             "--config",
             f"dataset.paths=[{bad}]",
-        ]
+        ],
+        capfd,
     )
     assert out.returncode == 2
     text = out.stdout + out.stderr
@@ -102,8 +104,8 @@ def test_evaluate_bad_file_exits_with_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in text
 
 
-def test_evaluate_empty_paths_names_the_key(tmp_path: Path) -> None:
-    out = run_cli(["lm", "evaluate", str(tmp_path / "out"), "--preset", "eval_math", "--no-rich"])
+def test_evaluate_empty_paths_names_the_key(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = run_main(["lm", "evaluate", str(tmp_path / "out"), "--preset", "eval_math", "--no-rich"], capfd)
     assert out.returncode == 2
     assert "dataset.paths is empty" in out.stdout + out.stderr
 

@@ -19,7 +19,7 @@ from fs2_semionline.data.templates import verifiable_prompt
 from fs2_semionline.generation.protocol import SamplingConfig, rollouts
 from fs2_semionline.runs.export import export_checkpoint, find_checkpoint
 
-from helpers import ENV, run_cli, run_recipe, tiny_config
+from helpers import ENV, run_main, run_recipe, tiny_config
 
 MAX_NEW = 24
 
@@ -79,11 +79,11 @@ def without_eos(ids: list[int], eos: set[int]) -> list[int]:
 
 
 def test_exported_folder_loads_in_transformers_and_vllm_and_generates_what_fairseq2_does(
-    run_dir: Path, tiny_tokenizer, prompts, tmp_path: Path
+    run_dir: Path, tiny_tokenizer, prompts, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = run_cli(["export", str(run_dir), str(tmp_path / "hf")], timeout=600)
+    out = run_main(["export", str(run_dir), str(tmp_path / "hf")], capfd)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "(step 2)" in out.stdout  # the last checkpoint
     hf = tmp_path / "hf"
@@ -153,7 +153,7 @@ def test_sharded_checkpoint_exports_the_weights_of_the_unsharded_one(run_dir: Pa
         assert torch.equal(a[name], b[name]), name
 
 
-def test_step_best_and_bad_sources(run_dir: Path, tmp_path: Path) -> None:
+def test_step_best_and_bad_sources(run_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert find_checkpoint(run_dir).step == 2
     assert find_checkpoint(run_dir, step=1).step == 1
     assert find_checkpoint(run_dir / "checkpoints" / "step_1" / "model").step == 1
@@ -163,7 +163,7 @@ def test_step_best_and_bad_sources(run_dir: Path, tmp_path: Path) -> None:
         find_checkpoint(run_dir, best=True)
     with pytest.raises(ConfigError, match="neither a run folder"):
         find_checkpoint(tmp_path)
-    out = run_cli(["export", str(tmp_path), str(tmp_path / "x")])
+    out = run_main(["export", str(tmp_path), str(tmp_path / "x")], capfd)
     assert out.returncode != 0 and "error: " in out.stderr and "Traceback" not in out.stderr
 
 

@@ -9,10 +9,7 @@ reward model, Math-Verify, the shipped ``tiny_mixed_sft`` policy and ``tiny_chat
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,8 @@ from fs2_semionline.core.paths import TINY_CHAT_DATA_DIR, TINY_CHAT_DIR, TINY_MA
 from fs2_semionline.data import chat_task
 from fs2_semionline.data.templates import EOT, non_verifiable_prompt
 from fs2_semionline.rewards.reward_model import RewardModel, RewardModelSpec, resolve_reward_model
+
+from helpers import run_main
 
 pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
 
@@ -84,7 +83,9 @@ def test_trained_reward_model_ranks_answers_as_the_preference_does() -> None:
     assert total > 500 and right / total > 0.95, (right, total)  # build.json: 1.00 on 400 validation pairs
 
 
-def test_mixed_run_with_math_verify_and_the_tiny_reward_model(tmp_path: Path) -> None:
+def test_mixed_run_with_math_verify_and_the_tiny_reward_model(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """The ``tiny_mixed_online_dpo`` preset, shortened: math and tiny chat prompts in the
     same batches, each rewarded by its own scorer; validation on both picks a checkpoint."""
     math_valid = tmp_path / "valid_math.jsonl"
@@ -93,9 +94,6 @@ def test_mixed_run_with_math_verify_and_the_tiny_reward_model(tmp_path: Path) ->
     chat_valid.write_text("\n".join((TINY_CHAT_DATA_DIR / "valid.jsonl").read_text().splitlines()[:8]) + "\n")
     out = tmp_path / "mixed"
     cmd = [
-        sys.executable,
-        "-m",
-        "fs2_semionline.cli",
         "lm",
         "preference_finetune",
         str(out),
@@ -115,7 +113,7 @@ def test_mixed_run_with_math_verify_and_the_tiny_reward_model(tmp_path: Path) ->
         "ray.num_cpus=2",
         "common.metric_recorders.tensorboard.enabled=false",
     ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = run_main(cmd, capfd)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     rows = [json.loads(l) for l in (out / "metrics" / "train.jsonl").read_text().splitlines()]

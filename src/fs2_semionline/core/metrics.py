@@ -1,10 +1,10 @@
 """Training and validation metrics: how each is reduced, and a writer that refuses unregistered names.
 
 Every metric is declared once, where it is computed (the unit's common ones in
-``units/preference.py``, each objective's as a table of :class:`Term` in its module under
-``objectives/``), with its display name and reduction. A run registers exactly the ones it computes: a registered metric that is
-never updated would show as a silent 0, and an update of an unregistered one is a bug
-(``MetricWriter`` raises), so nothing is computed but hidden.
+``units/preference.py``, each objective's as a table of :class:`Term` in its module
+under ``objectives/``), with its display name and reduction. A run registers exactly
+the ones it logs: a registered metric that is never updated would show as a silent 0,
+and an update of an undeclared one is a bug (``MetricWriter`` raises).
 """
 
 from __future__ import annotations

@@ -35,9 +35,13 @@ class RayCluster:
     def start(self) -> None:
         import ray
 
+        section = self._section
+        if section.address is not None:
+            # A configured address is checked even when this process is already in a
+            # cluster (a notebook, a test session), so a wrong one never passes unseen.
+            _check_reachable(section.address)
         if ray.is_initialized():
             return
-        section = self._section
         if section.address is None:
             # A private loopback cluster: no token needed, nothing listens beyond 127.0.0.1.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -53,7 +57,6 @@ class RayCluster:
                     logging_level=logging.WARNING,
                 )
         else:
-            _check_reachable(section.address)
             try:
                 ray.init(address=section.address, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError) as err:
