@@ -32,11 +32,9 @@ import pytest
 from fs2_semionline.core.paths import TINY_MATH_DATA_DIR
 from fs2_semionline.recipes.preference_finetune import PreferenceFinetuneConfig
 
-from helpers import run_recipe, tiny_config
+from helpers import comparable, run_recipe, tiny_config, without_timings
 
 pytestmark = pytest.mark.slow  # process and engine start-ups: run first (conftest.py)
-
-TIMING = ("Time", "Elapsed", "Wall", "/s", "Per Second", "Seconds")
 
 
 def vllm_config(tmp_path: Path, *, work_ahead: bool = True, num_steps: int = 4) -> PreferenceFinetuneConfig:
@@ -56,10 +54,6 @@ def vllm_config(tmp_path: Path, *, work_ahead: bool = True, num_steps: int = 4) 
     config.regime.num_steps = num_steps
     config.regime.checkpoint_every_n_steps = 2
     return config
-
-
-def comparable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [{k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in rows]
 
 
 def _this_worker(proc: psutil.Process) -> bool:
@@ -105,7 +99,7 @@ def test_async_semi_online_equals_the_synchronous_run_on_cpu(uninterrupted, ray_
     assert [r["Generator Version Lag"] for r in uninterrupted] == [0.0, 1.0, 0.0, 1.0]
     assert all(0.0 <= float(r["Reward"]) <= 1.0 for r in uninterrupted)  # type: ignore[arg-type]
     synchronous = run_recipe(vllm_config(tmp_path, work_ahead=False), tmp_path / "out")
-    assert comparable(synchronous) == comparable(uninterrupted)
+    assert comparable(synchronous) == without_timings(uninterrupted)
 
 
 def valid_rows(out: Path) -> list[dict[str, object]]:
@@ -125,7 +119,7 @@ def test_validation_through_the_generator_sees_the_weights_it_validates(
     config = vllm_config(tmp_path)
     config.validation.sampler = "policy"
     rows = run_recipe(config, tmp_path / "out")
-    assert comparable(rows) == comparable(uninterrupted)  # the sampler does not change training
+    assert comparable(rows) == without_timings(uninterrupted)  # the sampler does not change training
     policy = valid_rows(tmp_path / "out")
     assert [r["Step"] for r in policy] == [0, 2, 4]
     assert valid_rows(uninterrupted_out) == policy
@@ -143,7 +137,7 @@ def test_resumed_run_repeats_the_uninterrupted_one_on_cpu(
     shutil.rmtree(out / "checkpoints" / "step_4")
     resumed = run_recipe(vllm_config(uninterrupted_out.parent, num_steps=4), out)  # the same data files
     assert [r["Step"] for r in resumed] == [1, 2, 3, 4]  # rows of steps 3-4 replaced, not appended
-    assert comparable(resumed) == comparable(uninterrupted)
+    assert comparable(resumed) == without_timings(uninterrupted)
     assert valid_rows(out) == valid_rows(uninterrupted_out)
     assert "Dropped" in (out / "logs" / "rank_0.log").read_text()
 
@@ -167,7 +161,7 @@ def test_a_generator_killed_mid_run_costs_no_step_on_cpu(uninterrupted, ray_clus
     rows = run_recipe(vllm_config(tmp_path), out)
     killer.join(timeout=5)
     assert killed, "the generator actor was never killed"
-    assert comparable(rows) == comparable(uninterrupted)
+    assert comparable(rows) == without_timings(uninterrupted)
     assert not actor_processes()
 
 
