@@ -106,8 +106,6 @@ class GroupDPOGRPOObjective:
     def __init__(self, config: GroupDPOGRPOConfig) -> None:
         self.config = config
         self.group_dpo = GroupDPOObjective(config.dpo)
-        self.grpo = config.grpo
-        self.alpha = config.alpha
 
     @property
     def needs_reference(self) -> bool:
@@ -122,7 +120,7 @@ class GroupDPOGRPOObjective:
     def select(self, rollouts: Rollouts, rng: random.Random) -> tuple[list[GroupWithAdvantages], PairingStats]:
         """GroupDPO's groups, each response with its advantage over all the prompt's rollouts."""
         groups, stats = self.group_dpo.select(rollouts, rng)
-        advantages = grpo_advantages(rollouts.rewards, normalize_std=self.grpo.normalize_advantage_std)[0]
+        advantages = grpo_advantages(rollouts.rewards, normalize_std=self.config.grpo.normalize_advantage_std)[0]
         items = []
         for g in groups:
             row = advantages[g.prompt_idx]
@@ -138,11 +136,11 @@ class GroupDPOGRPOObjective:
             scores.token_logps,
             scores.mask,
             torch.tensor(advantages, device=device),
-            beta=self.grpo.kl_beta,
+            beta=self.config.grpo.kl_beta,
             ref_token_logps=scores.ref_token_logps,
-            length_normalize=self.grpo.length_normalize,
+            length_normalize=self.config.grpo.length_normalize,
         )
         grpo_per_prompt = sum_by_group(gr.loss, torch.tensor(group_ids, device=device), len(items))
         out.metrics["grpo_loss"] = (detached_mean(grpo_per_prompt), out.num_items)
         out.metrics["kl"] = (detached_mean(gr.kl), len(advantages))
-        return LossOutput(out.loss + self.alpha * grpo_per_prompt.sum(), out.num_items, out.metrics)
+        return LossOutput(out.loss + self.config.alpha * grpo_per_prompt.sum(), out.num_items, out.metrics)
